@@ -1,0 +1,87 @@
+"""An in-memory `EventLog`, held to the same contract as the etcd one.
+
+For tests of everything above the log, and for demos without etcd. It fakes etcd's
+revision counter, so positions look the same as with etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from sand_es.errors import Conflict
+from sand_es.events import CODEC, START, Codec, Position, Record
+from sand_es.ports import PendingCommand, TxnLimits
+
+
+class MemoryLog:
+    """An `EventLog` in a list. Events go through the codec, as they would in etcd."""
+
+    def __init__(self, *, codec: Codec = CODEC, page_size: int = 1000) -> None:
+        self.limits = TxnLimits()
+        self._codec = codec
+        self._page_size = page_size
+        self._stored: list[tuple[int, bytes]] = []  # (revision, encoded envelope), index = seq - 1
+        self._commands: dict[str, tuple[int, int]] = {}  # command id -> (first seq, count)
+        self._revision = 0
+        self._changed = asyncio.Condition()
+        self._closed = False
+
+    async def head(self) -> Position:
+        if not self._stored:
+            return START
+        return Position(len(self._stored), self._stored[-1][0])
+
+    async def append(self, commands: Sequence[PendingCommand], expected: Position) -> list[Record]:
+        known = frozenset(c.command_id for c in commands if c.command_id in self._commands)
+        if known:
+            raise Conflict("command already appended", known_commands=known)
+        if await self.head() != expected:
+            raise Conflict(f"log moved past {expected}")
+        self._revision += 1
+        records = []
+        for command in commands:
+            self._commands[command.command_id] = (len(self._stored) + 1, len(command.envelopes))
+            for envelope in command.envelopes:
+                self._stored.append((self._revision, self._codec.encode(envelope)))
+                records.append(self._record(len(self._stored)))
+        async with self._changed:
+            self._changed.notify_all()
+        return records
+
+    async def read(self, after: Position) -> AsyncIterator[list[Record]]:
+        last = len(self._stored)
+        for start in range(after.seq + 1, last + 1, self._page_size):
+            yield [self._record(seq) for seq in range(start, min(start + self._page_size, last + 1))]
+
+    async def tail(self, after: Position) -> AsyncIterator[list[Record]]:
+        seq = after.seq
+        while not self._closed:
+            if seq < len(self._stored):
+                batch = [self._record(s) for s in range(seq + 1, len(self._stored) + 1)]
+                seq = batch[-1].seq
+                yield batch
+                continue
+            async with self._changed:
+                await self._changed.wait()
+
+    async def lookup_command(self, command_id: str) -> list[Record] | None:
+        found = self._commands.get(command_id)
+        if found is None:
+            return None
+        first, count = found
+        return [self._record(seq) for seq in range(first, first + count)]
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._changed:
+            self._changed.notify_all()
+
+    def store_raw(self, raw: bytes) -> None:
+        """Append stored bytes as they are (for tests of old or damaged events)."""
+        self._revision += 1
+        self._stored.append((self._revision, raw))
+
+    def _record(self, seq: int) -> Record:
+        revision, raw = self._stored[seq - 1]
+        return Record(seq, revision, self._codec.decode(raw))

@@ -1,0 +1,73 @@
+"""The network catalog: every network that exists, as SAND would show it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import msgspec
+
+from sand_es.events import Envelope, NetworkCreated, NetworkDeleted, Position
+from sand_es.projections.cow import CowMap
+
+
+class Network(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A network as it stands now."""
+
+    network_id: str
+    name: str
+    type: str
+    ip_range: str
+    gateway: str
+    vxlan_vni: int
+    mtu: int
+    ns_handle_path: str
+    created_at: datetime
+    created_by: str
+
+
+class NetworkCatalog(msgspec.Struct, frozen=True, kw_only=True):
+    """Networks by id, as of `position`."""
+
+    position: Position = Position()
+    networks: Mapping[str, Network] = {}
+
+    def get(self, network_id: str) -> Network | None:
+        """The network with this id, or None."""
+        return self.networks.get(network_id)
+
+
+class NetworkCatalogBuilder:
+    """Folds events into the next `NetworkCatalog` (see `sand_es.projections.cow`)."""
+
+    def __init__(self, view: NetworkCatalog) -> None:
+        self._networks = CowMap(view.networks)
+
+    def apply(self, envelope: Envelope) -> None:
+        """Apply one event."""
+        match envelope.data:
+            case NetworkCreated() as e:
+                self._networks.set(e.network_id, _network(e, envelope))
+            case NetworkDeleted(network_id=network_id):
+                self._networks.discard(network_id)
+            case _:
+                pass
+
+    def freeze(self, position: Position) -> NetworkCatalog:
+        """The view reached, stamped with `position`."""
+        return NetworkCatalog(position=position, networks=self._networks.freeze())
+
+
+def _network(e: NetworkCreated, envelope: Envelope) -> Network:
+    return Network(
+        network_id=e.network_id,
+        name=e.name,
+        type=e.type,
+        ip_range=e.ip_range,
+        gateway=e.gateway,
+        vxlan_vni=e.vxlan_vni,
+        mtu=e.mtu,
+        ns_handle_path=e.ns_handle_path,
+        created_at=envelope.at,
+        created_by=envelope.actor,
+    )

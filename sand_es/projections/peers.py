@@ -1,0 +1,144 @@
+"""The peer map: network -> host -> active endpoints, with what a VTEP needs to reach them.
+
+This is what a host's kernel projection reads to program neighbour (IP -> MAC) and
+FDB (MAC -> remote host) entries. Only active endpoints are peers: a deactivated
+endpoint has no device behind its MAC, so peers must stop sending to it (SAND kept
+programming entries for deactivated endpoints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from sand_es.events import (
+    EndpointActivated,
+    EndpointAdded,
+    EndpointDeactivated,
+    EndpointRemoved,
+    Envelope,
+    NetworkDeleted,
+    Position,
+)
+from sand_es.projections.cow import CowMap
+
+
+class Peer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One endpoint as a remote VTEP sees it."""
+
+    endpoint_id: str
+    network_id: str
+    hostname: str
+    host_ip: str
+    ip: str
+    mac: str
+
+
+HostPeers = Mapping[str, Peer]
+NetworkPeers = Mapping[str, HostPeers]
+
+
+class PeerMap(msgspec.Struct, frozen=True, kw_only=True):
+    """Active endpoints by network, then host, then endpoint id, as of `position`.
+
+    `known` holds every endpoint's peer data, active or not, so that activation
+    needs nothing but this view.
+    """
+
+    position: Position = Position()
+    networks: Mapping[str, NetworkPeers] = {}
+    known: Mapping[str, Peer] = {}
+
+    def hosts(self, network_id: str) -> NetworkPeers:
+        """Host -> active endpoints of a network (empty if it has none)."""
+        return self.networks.get(network_id, {})
+
+    def remote_peers(self, network_id: str, hostname: str) -> list[Peer]:
+        """Active endpoints of a network on every host but `hostname`."""
+        return [
+            peer
+            for host, peers in self.hosts(network_id).items()
+            if host != hostname
+            for peer in peers.values()
+        ]
+
+
+class PeerMapBuilder:
+    """Folds events into the next `PeerMap`."""
+
+    def __init__(self, view: PeerMap) -> None:
+        self._known = CowMap(view.known)
+        self._networks = CowMap(view.networks)
+        self._touched: dict[tuple[str, str], CowMap[str, Peer]] = {}
+        self._touched_networks: dict[str, CowMap[str, HostPeers]] = {}
+
+    def apply(self, envelope: Envelope) -> None:
+        """Apply one event."""
+        match envelope.data:
+            case EndpointAdded() as e:
+                self._known.set(e.endpoint_id, _peer(e))
+            case EndpointActivated(endpoint_id=eid):
+                peer = self._known.get(eid)
+                if peer is not None:
+                    self._host(peer.network_id, peer.hostname).set(eid, peer)
+            case EndpointDeactivated(endpoint_id=eid):
+                self._forget_active(eid)
+            case EndpointRemoved(endpoint_id=eid):
+                self._forget_active(eid)
+                self._known.discard(eid)
+            case NetworkDeleted(network_id=network_id):
+                self._drop_network(network_id)
+            case _:
+                pass
+
+    def freeze(self, position: Position) -> PeerMap:
+        """The view reached, stamped with `position`."""
+        for (network_id, hostname), peers in self._touched.items():
+            self._network(network_id).set(hostname, peers.freeze())
+        for network_id, hosts in self._touched_networks.items():
+            frozen = {host: peers for host, peers in hosts.freeze().items() if peers}
+            if frozen:
+                self._networks.set(network_id, frozen)
+            else:
+                self._networks.discard(network_id)
+        self._touched.clear()
+        self._touched_networks.clear()
+        return PeerMap(position=position, networks=self._networks.freeze(), known=self._known.freeze())
+
+    def _forget_active(self, endpoint_id: str) -> None:
+        peer = self._known.get(endpoint_id)
+        if peer is not None:
+            self._host(peer.network_id, peer.hostname).discard(endpoint_id)
+
+    def _drop_network(self, network_id: str) -> None:
+        for key in [key for key in self._touched if key[0] == network_id]:
+            del self._touched[key]
+        self._touched_networks.pop(network_id, None)
+        self._networks.discard(network_id)
+
+    def _network(self, network_id: str) -> CowMap[str, HostPeers]:
+        hosts = self._touched_networks.get(network_id)
+        if hosts is None:
+            hosts = CowMap(self._networks.get(network_id) or {})
+            self._touched_networks[network_id] = hosts
+        return hosts
+
+    def _host(self, network_id: str, hostname: str) -> CowMap[str, Peer]:
+        key = (network_id, hostname)
+        peers = self._touched.get(key)
+        if peers is None:
+            peers = CowMap(self._network(network_id).get(hostname) or {})
+            self._touched[key] = peers
+        return peers
+
+
+def _peer(e: EndpointAdded) -> Peer:
+    return Peer(
+        endpoint_id=e.endpoint_id,
+        network_id=e.network_id,
+        hostname=e.hostname,
+        host_ip=e.host_ip,
+        ip=e.target_veth_ip.split("/", 1)[0],
+        mac=e.target_veth_mac,
+    )

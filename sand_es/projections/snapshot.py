@@ -1,0 +1,99 @@
+"""The snapshot: every view at one log position, and the fold that advances it.
+
+`fold(snapshot, records)` is the only way views move. It is pure: the snapshot
+passed in is never changed, and the one returned reflects every record after the
+snapshot's position. Records at or before that position are skipped, so a record
+delivered twice (a watch redelivery, a catch-up overlapping the tail, an agent
+folding its own append before the watch shows it) changes nothing. A record that
+would leave a hole in the sequence is refused: views never skip an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from sand_es.errors import LogCorrupt
+from sand_es.events import Envelope, Position, Record
+from sand_es.projections.endpoints import EndpointCatalog, EndpointCatalogBuilder
+from sand_es.projections.ipam import AddressTable, AddressTableBuilder
+from sand_es.projections.networks import NetworkCatalog, NetworkCatalogBuilder
+from sand_es.projections.peers import PeerMap, PeerMapBuilder
+from sand_es.projections.vnis import VniTable, VniTableBuilder
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """Every view of the log, all at `position`."""
+
+    position: Position = Position()
+    networks: NetworkCatalog = NetworkCatalog()
+    endpoints: EndpointCatalog = EndpointCatalog()
+    vnis: VniTable = VniTable()
+    addresses: AddressTable = AddressTable()
+    peers: PeerMap = PeerMap()
+
+
+EMPTY = Snapshot()
+
+
+class SnapshotBuilder:
+    """Applies records one by one to working copies of every view.
+
+    Use `fold` for a batch at hand; use a builder directly to fold a long read page
+    by page and publish a single snapshot at the end.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._start = snapshot
+        self._seq = snapshot.position.seq
+        self._rev = snapshot.position.rev
+        self._networks = NetworkCatalogBuilder(snapshot.networks)
+        self._endpoints = EndpointCatalogBuilder(snapshot.endpoints)
+        self._vnis = VniTableBuilder(snapshot.vnis)
+        self._addresses = AddressTableBuilder(snapshot.addresses)
+        self._peers = PeerMapBuilder(snapshot.peers)
+
+    @property
+    def position(self) -> Position:
+        """The position of the last record applied."""
+        return Position(self._seq, self._rev)
+
+    def add(self, records: Iterable[Record]) -> None:
+        """Apply every record after the current position, refusing gaps."""
+        for record in records:
+            if record.seq <= self._seq:
+                continue
+            if record.seq != self._seq + 1:
+                raise LogCorrupt(f"log gap: event {self._seq + 1} missing before {record.seq}")
+            self._apply(record.envelope)
+            self._seq, self._rev = record.seq, record.rev
+
+    def build(self) -> Snapshot:
+        """The snapshot reached so far."""
+        position = self.position
+        if position == self._start.position:
+            return self._start
+        self._start = Snapshot(
+            position=position,
+            networks=self._networks.freeze(position),
+            endpoints=self._endpoints.freeze(position),
+            vnis=self._vnis.freeze(position),
+            addresses=self._addresses.freeze(position),
+            peers=self._peers.freeze(position),
+        )
+        return self._start
+
+    def _apply(self, envelope: Envelope) -> None:
+        self._networks.apply(envelope)
+        self._endpoints.apply(envelope)
+        self._vnis.apply(envelope)
+        self._addresses.apply(envelope)
+        self._peers.apply(envelope)
+
+
+def fold(snapshot: Snapshot, records: Iterable[Record]) -> Snapshot:
+    """The snapshot after applying `records` to `snapshot`."""
+    builder = SnapshotBuilder(snapshot)
+    builder.add(records)
+    return builder.build()

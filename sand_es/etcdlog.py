@@ -183,6 +183,7 @@ class EtcdLog:
         return position
 
     async def append(self, commands: Sequence[PendingCommand], expected: Position) -> list[Record]:
+        self.limits.check(commands)
         first = expected.seq + 1
         records, success = self._writes(commands, first)
         compare = [self._head_compare(expected)]

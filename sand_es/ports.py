@@ -32,6 +32,14 @@ class TxnLimits(msgspec.Struct, frozen=True):
         """Operations an append of that many commands and events takes (the head key is one)."""
         return events + commands + 1
 
+    def check(self, commands: Sequence[PendingCommand]) -> None:
+        """Refuse, before sending, an append etcd would refuse."""
+        events = sum(len(c.envelopes) for c in commands)
+        if self.ops(len(commands), events) > self.max_ops:
+            raise ValueError(
+                f"an append of {len(commands)} commands and {events} events exceeds {self.max_ops} operations"
+            )
+
 
 class EventLog(Protocol):
     """An append-only, totally ordered log of events with optimistic concurrency."""

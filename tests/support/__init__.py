@@ -1,0 +1,1 @@
+"""Test-support code: real etcd servers and fault-injection helpers."""

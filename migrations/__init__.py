@@ -1,0 +1,1 @@
+"""Numbered keyspace migrations (see README.md in this folder)."""

@@ -341,7 +341,12 @@ class EtcdLog:
         """A read with retries: reads have no side effect, so retrying them is safe."""
         try:
             async for attempt in stamina.retry_context(
-                on=_transient, attempts=None, timeout=self._read_timeout, wait_initial=0.05, wait_max=1.0
+                on=_transient,
+                attempts=None,
+                timeout=self._read_timeout,
+                wait_initial=0.05,
+                wait_max=1.0,
+                wait_jitter=0.05,
             ):
                 with attempt:
                     return await call()

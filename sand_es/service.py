@@ -285,7 +285,11 @@ class Service:
         first = group[0][0].command_id
         try:
             async for attempt in stamina.retry_context(
-                on=LogUnavailable, attempts=None, timeout=self._resolve_timeout, wait_max=1.0
+                on=LogUnavailable,
+                attempts=None,
+                timeout=self._resolve_timeout,
+                wait_max=1.0,
+                wait_jitter=0.05,
             ):
                 with attempt:
                     landed = await self._log.lookup_command(first)

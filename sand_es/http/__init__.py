@@ -1,0 +1,1 @@
+"""The HTTP shell: SAND's REST API on Starlette (next issue)."""

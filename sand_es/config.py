@@ -8,6 +8,7 @@ settings; the agent's own settings join them with the agent.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -99,9 +100,11 @@ def _host(entry: str) -> EtcdHost:
     if split.scheme not in ("http", "https"):
         raise ConfigError(f"ETCD_HOSTS entry {entry!r}: the scheme must be http or https")
     try:
-        port = split.port or DEFAULT_ETCD_PORT
+        port = DEFAULT_ETCD_PORT if split.port is None else split.port
     except ValueError:
         raise ConfigError(f"ETCD_HOSTS entry {entry!r}: invalid port") from None
+    if port == 0:
+        raise ConfigError(f"ETCD_HOSTS entry {entry!r}: invalid port 0")
     if not split.hostname or split.path not in ("", "/"):
         raise ConfigError(f"ETCD_HOSTS entry {entry!r}: expected scheme://host:port")
     if ":" in split.hostname:
@@ -133,6 +136,6 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
         seconds = float(value)
     except ValueError:
         raise ConfigError(f"{name}={value!r}: expected a number of seconds") from None
-    if seconds <= 0:
-        raise ConfigError(f"{name}={value!r}: must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{name}={value!r}: must be a positive number of seconds")
     return seconds

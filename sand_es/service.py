@@ -80,6 +80,21 @@ class _Pending:
         self.future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
 
+class _Group:
+    """One round's decisions: commands to append together, and answers needing no append."""
+
+    __slots__ = ("answers", "ids", "members")
+
+    def __init__(self) -> None:
+        self.members: list[tuple[_Pending, PendingCommand]] = []
+        self.answers: list[tuple[_Pending, Rejected | None]] = []
+        self.ids: frozenset[str] = frozenset()
+
+    def add(self, pending: _Pending, command: PendingCommand) -> None:
+        self.members.append((pending, command))
+        self.ids |= {pending.command_id}
+
+
 class Service:
     """Executes commands against the log for one agent."""
 
@@ -163,72 +178,91 @@ class Service:
             raise
 
     async def _commit_group(self, waiting: deque[_Pending]) -> None:
-        """Commit as many waiting commands as one append can carry."""
+        """Commit as many waiting commands as one append can carry, and answer the rest."""
+        head_checked = False
         for _ in range(self._max_conflicts):
             snapshot = self._views.current
             group = self._decide_group(snapshot, waiting)
-            if not group:
+            if not group.members:
+                # Refusals and no-ops were decided without an append to prove the views
+                # current: another agent's write may not have reached this one's tail yet
+                # (a network created there a moment ago). Check the head before answering.
+                if not head_checked and await self._log.head() != snapshot.position:
+                    head_checked = True
+                    await self._views.catch_up(self._log)
+                    continue
+                self._answer(group, snapshot, waiting)
                 return
             try:
-                records = await self._log.append([p for _, p in group], expected=snapshot.position)
+                records = await self._log.append([c for _, c in group.members], expected=snapshot.position)
             except Conflict as conflict:
                 await self._settle_known(conflict.known_commands, waiting)
                 await self._views.catch_up(self._log)
                 continue
             except OutcomeUnknown as exc:
-                if await self._settle_unknown(group, waiting, exc):
-                    return
-                continue
+                if not await self._settle_unknown(group, waiting, exc):
+                    continue
             except InfraError as exc:
-                self._fail([p for p, _ in group], waiting, exc)
-                return
-            self._views.advance(records)
-            self._succeed(group, records, waiting)
+                self._fail([p for p, _ in group.members], waiting, exc)
+            else:
+                self._views.advance(records)
+                self._succeed(group, records, waiting)
+            # The append went through (or failed for good): the snapshot was the head.
+            self._answer(group, snapshot, waiting)
             return
         exhausted = ConflictRetriesExhausted(
             f"other agents kept appending; gave up after {self._max_conflicts} attempts"
         )
         self._fail(list(waiting), waiting, exhausted)
 
-    def _decide_group(
-        self, snapshot: Snapshot, waiting: deque[_Pending]
-    ) -> list[tuple[_Pending, PendingCommand]]:
+    def _decide_group(self, snapshot: Snapshot, waiting: deque[_Pending]) -> _Group:
         """Decide waiting commands in order on a private snapshot, up to the append limits.
 
-        Rejected commands and no-ops are answered at once and leave the queue.
+        Each decision sees the effects of those before it in the group. A command id
+        already in the group (the same command sent twice at once) waits for the
+        group's outcome instead of being decided again.
         """
         limits = self._log.limits
         speculative = SnapshotBuilder(snapshot)
-        group: list[tuple[_Pending, PendingCommand]] = []
+        group = _Group()
         events = size = 0
-        for pending in list(waiting):
+        for pending in waiting:
+            if pending.command_id in group.ids:
+                continue
             try:
+                # peek, not build: the decider reads the snapshot and lets it go, so
+                # the group's speculative state is not copied for every command.
                 decided = decide(
-                    speculative.build(), pending.command, new_id=pending.new_id, policy=self._policy
+                    speculative.peek(), pending.command, new_id=pending.new_id, policy=self._policy
                 )
             except Rejected as rejection:
-                self._fail([pending], waiting, rejection)
+                group.answers.append((pending, rejection))
                 continue
             if not decided:
-                waiting.remove(pending)
-                pending.future.set_result(
-                    Outcome(command_id=pending.command_id, records=(), snapshot=snapshot)
-                )
+                group.answers.append((pending, None))
                 continue
             envelopes = tuple(self._envelope(event, pending.command_id) for event in decided)
             cost = sum(len(self._codec.encode(e)) for e in envelopes)
-            if limits.ops(len(group) + 1, events + len(envelopes)) > limits.max_ops or (
-                size + cost > limits.max_bytes
-            ):
-                if not group:  # a single command larger than an append: it can never go in
-                    self._fail([pending], waiting, Invalid("the command is too large for one append"))
+            over = limits.ops(len(group.members) + 1, events + len(envelopes)) > limits.max_ops
+            if over or size + cost > limits.max_bytes:
+                if not group.members:  # larger than an append on its own: it can never go in
+                    group.answers.append((pending, Invalid("the command is too large for one append")))
                     continue
                 break
-            group.append((pending, PendingCommand(pending.command_id, envelopes)))
+            group.add(pending, PendingCommand(pending.command_id, envelopes))
             first = speculative.position.seq + 1
             speculative.add(Record(first + i, 0, e) for i, e in enumerate(envelopes))
             events, size = events + len(envelopes), size + cost
         return group
+
+    def _answer(self, group: _Group, snapshot: Snapshot, waiting: deque[_Pending]) -> None:
+        """Answer the refusals and no-ops of a group."""
+        for pending, rejection in group.answers:
+            if rejection is not None:
+                self._fail([pending], waiting, rejection)
+                continue
+            waiting.remove(pending)
+            pending.future.set_result(Outcome(command_id=pending.command_id, records=(), snapshot=snapshot))
 
     def _envelope(self, event: object, command_id: str) -> Envelope:
         return self._codec.envelope(
@@ -239,19 +273,19 @@ class Service:
             command_id=command_id,
         )
 
-    def _succeed(
-        self,
-        group: list[tuple[_Pending, PendingCommand]],
-        records: list[Record],
-        waiting: deque[_Pending],
-    ) -> None:
+    def _succeed(self, group: _Group, records: list[Record], waiting: deque[_Pending]) -> None:
         snapshot = self._views.current
         at = 0
-        for pending, command in group:
+        for pending, command in group.members:
             mine = tuple(records[at : at + len(command.envelopes)])
             at += len(command.envelopes)
             waiting.remove(pending)
             pending.future.set_result(Outcome(command_id=pending.command_id, records=mine, snapshot=snapshot))
+            for twin in [p for p in waiting if p.command_id == pending.command_id]:
+                waiting.remove(twin)
+                twin.future.set_result(
+                    Outcome(command_id=twin.command_id, records=mine, snapshot=snapshot, replayed=True)
+                )
 
     def _fail(self, pendings: list[_Pending], waiting: deque[_Pending], error: Exception) -> None:
         for pending in pendings:
@@ -270,19 +304,14 @@ class Service:
             else:  # the command key exists but its events do not: a damaged log
                 pending.future.set_exception(LogUnavailable(f"command {pending.command_id} is unreadable"))
 
-    async def _settle_unknown(
-        self,
-        group: list[tuple[_Pending, PendingCommand]],
-        waiting: deque[_Pending],
-        exc: OutcomeUnknown,
-    ) -> bool:
+    async def _settle_unknown(self, group: _Group, waiting: deque[_Pending], exc: OutcomeUnknown) -> bool:
         """Learn whether an unconfirmed append went through by reading back its command keys.
 
         Returns True when the group is settled (answered), False when it certainly
         did not land and must be decided again. Never re-sends blindly: a retry
         carries the same command ids, which the log refuses to take twice.
         """
-        first = group[0][0].command_id
+        first = group.members[0][0].command_id
         try:
             async for attempt in stamina.retry_context(
                 on=LogUnavailable,
@@ -294,13 +323,13 @@ class Service:
                 with attempt:
                     landed = await self._log.lookup_command(first)
         except LogUnavailable:
-            self._fail([p for p, _ in group], waiting, exc)
+            self._fail([p for p, _ in group.members], waiting, exc)
             return True
         if landed is None:
             log.info("unconfirmed append did not land; deciding again", command_id=first)
             return False
         log.info("unconfirmed append landed", command_id=first)
-        await self._settle_known(frozenset(p.command_id for p, _ in group), waiting)
+        await self._settle_known(group.ids, waiting)
         return True
 
     async def _replay(self, command_id: str) -> Outcome | None:

@@ -95,7 +95,7 @@ def create_network(snapshot: Snapshot, command: CreateNetwork, *, new_id: str, p
 def delete_network(snapshot: Snapshot, command: DeleteNetwork) -> list[Event]:
     """Remove a network; refused while any endpoint, on any host, is still in it."""
     network = _network(snapshot, command.network_id)
-    remaining = sum(1 for _ in snapshot.endpoints.select(network_id=network.network_id))
+    remaining = snapshot.endpoints.count(network.network_id)
     if remaining:
         raise Conflicting(
             f"network {network.network_id} ({network.name}) still has {remaining} endpoint(s); "
@@ -229,9 +229,9 @@ def _address(pool: Pool, network: Network, requested: str | None) -> ipaddress.I
 
 
 def _check_mac_free(snapshot: Snapshot, network_id: str, mac: str) -> None:
-    for other in snapshot.endpoints.select(network_id=network_id):
-        if other.target_veth_mac == mac:
-            raise Conflicting(f"mac_address {mac} is already used by endpoint {other.endpoint_id}")
+    holder = snapshot.endpoints.holder_of_mac(network_id, mac)
+    if holder is not None:
+        raise Conflicting(f"mac_address {mac} is already used by endpoint {holder}")
 
 
 def _check_names_free(snapshot: Snapshot, added: EndpointAdded) -> None:
@@ -239,6 +239,5 @@ def _check_names_free(snapshot: Snapshot, added: EndpointAdded) -> None:
         raise Conflicting(f"endpoint {added.endpoint_id} already exists")
     # Device names carry 40 bits of the id: a clash on one host is very unlikely,
     # and refusing it is better than two endpoints fighting over one device.
-    for other in snapshot.endpoints.select(hostname=added.hostname):
-        if other.target_veth_name == added.target_veth_name:
-            raise Conflicting(f"device name {added.target_veth_name} is taken on {added.hostname}")
+    if snapshot.endpoints.holder_of_device(added.hostname, added.target_veth_name) is not None:
+        raise Conflicting(f"device name {added.target_veth_name} is taken on {added.hostname}")

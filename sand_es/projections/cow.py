@@ -46,6 +46,10 @@ class CowMap(Generic[K, V]):
         if key in self._data:
             del self._own()[key]
 
+    def peek(self) -> Mapping[K, V]:
+        """The current contents, shared: valid only until the next write."""
+        return self._data
+
     def freeze(self) -> Mapping[K, V]:
         """The current contents, to be owned by an immutable view from now on."""
         self._owned = False

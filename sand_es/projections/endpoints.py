@@ -44,14 +44,34 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class EndpointCatalog(msgspec.Struct, frozen=True, kw_only=True):
-    """Endpoints by id, as of `position`."""
+    """Endpoints by id, as of `position`, with the indexes deciders check uniqueness in.
+
+    `macs` maps "<network_id>/<mac>" and `devices` "<hostname>/<target veth name>" to
+    an endpoint id; `counts` gives each network's number of endpoints. They keep
+    every decision O(1) however many endpoints exist.
+    """
 
     position: Position = Position()
     endpoints: Mapping[str, Endpoint] = {}
+    macs: Mapping[str, str] = {}
+    devices: Mapping[str, str] = {}
+    counts: Mapping[str, int] = {}
 
     def get(self, endpoint_id: str) -> Endpoint | None:
         """The endpoint with this id, or None."""
         return self.endpoints.get(endpoint_id)
+
+    def holder_of_mac(self, network_id: str, mac: str) -> str | None:
+        """The endpoint of a network using this MAC, if any."""
+        return self.macs.get(f"{network_id}/{mac}")
+
+    def holder_of_device(self, hostname: str, device: str) -> str | None:
+        """The endpoint whose target device has this name on this host, if any."""
+        return self.devices.get(f"{hostname}/{device}")
+
+    def count(self, network_id: str) -> int:
+        """How many endpoints a network has, on every host, active or not."""
+        return self.counts.get(network_id, 0)
 
     def select(self, *, network_id: str | None = None, hostname: str | None = None) -> Iterator[Endpoint]:
         """Endpoints matching every filter given (none given: all of them)."""
@@ -68,29 +88,73 @@ class EndpointCatalogBuilder:
 
     def __init__(self, view: EndpointCatalog) -> None:
         self._endpoints = CowMap(view.endpoints)
+        self._macs = CowMap(view.macs)
+        self._devices = CowMap(view.devices)
+        self._counts = CowMap(view.counts)
 
     def apply(self, envelope: Envelope) -> None:
         """Apply one event."""
         match envelope.data:
             case EndpointAdded() as e:
-                self._endpoints.set(e.endpoint_id, _endpoint(e, envelope.at))
+                self._remove(e.endpoint_id)  # a re-added id (hand-made log) replaces the old one
+                self._add(_endpoint(e, envelope.at))
             case EndpointActivated(endpoint_id=eid, target_netns_path=path):
                 self._update(eid, active=True, target_netns_path=path, inactive_reason="")
             case EndpointDeactivated(endpoint_id=eid, reason=reason):
                 self._update(eid, active=False, target_netns_path="", inactive_reason=reason)
             case EndpointRemoved(endpoint_id=eid):
-                self._endpoints.discard(eid)
+                self._remove(eid)
             case _:
                 pass
 
     def freeze(self, position: Position) -> EndpointCatalog:
         """The view reached, stamped with `position`."""
-        return EndpointCatalog(position=position, endpoints=self._endpoints.freeze())
+        return EndpointCatalog(
+            position=position,
+            endpoints=self._endpoints.freeze(),
+            macs=self._macs.freeze(),
+            devices=self._devices.freeze(),
+            counts=self._counts.freeze(),
+        )
+
+    def peek(self, position: Position) -> EndpointCatalog:
+        """The view so far, sharing this builder's tables: valid only until the next event."""
+        return EndpointCatalog(
+            position=position,
+            endpoints=self._endpoints.peek(),
+            macs=self._macs.peek(),
+            devices=self._devices.peek(),
+            counts=self._counts.peek(),
+        )
+
+    def _add(self, endpoint: Endpoint) -> None:
+        self._endpoints.set(endpoint.endpoint_id, endpoint)
+        self._macs.set(f"{endpoint.network_id}/{endpoint.target_veth_mac}", endpoint.endpoint_id)
+        self._devices.set(f"{endpoint.hostname}/{endpoint.target_veth_name}", endpoint.endpoint_id)
+        self._counts.set(endpoint.network_id, (self._counts.get(endpoint.network_id) or 0) + 1)
+
+    def _remove(self, endpoint_id: str) -> None:
+        endpoint = self._endpoints.get(endpoint_id)
+        if endpoint is None:
+            return
+        self._endpoints.discard(endpoint_id)
+        _discard_if(self._macs, f"{endpoint.network_id}/{endpoint.target_veth_mac}", endpoint_id)
+        _discard_if(self._devices, f"{endpoint.hostname}/{endpoint.target_veth_name}", endpoint_id)
+        left = (self._counts.get(endpoint.network_id) or 0) - 1
+        if left > 0:
+            self._counts.set(endpoint.network_id, left)
+        else:
+            self._counts.discard(endpoint.network_id)
 
     def _update(self, endpoint_id: str, **changes: object) -> None:
         endpoint = self._endpoints.get(endpoint_id)
         if endpoint is not None:
             self._endpoints.set(endpoint_id, msgspec.structs.replace(endpoint, **changes))
+
+
+def _discard_if(index: CowMap[str, str], key: str, endpoint_id: str) -> None:
+    if index.get(key) == endpoint_id:
+        index.discard(key)
 
 
 def _endpoint(e: EndpointAdded, created_at: datetime) -> Endpoint:

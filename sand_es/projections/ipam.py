@@ -126,6 +126,9 @@ class _PoolWork:
     def freeze(self) -> Pool:
         return msgspec.structs.replace(self.pool, allocated=self.allocated.freeze(), hint=self.hint)
 
+    def peek(self) -> Pool:
+        return msgspec.structs.replace(self.pool, allocated=self.allocated.peek(), hint=self.hint)
+
 
 class AddressTableBuilder:
     """Folds events into the next `AddressTable`."""
@@ -162,6 +165,12 @@ class AddressTableBuilder:
             self._pools.set(network_id, work.freeze())
         self._touched.clear()
         return AddressTable(position=position, pools=self._pools.freeze())
+
+    def peek(self, position: Position) -> AddressTable:
+        """The view so far, sharing this builder's tables: valid only until the next event."""
+        for network_id, work in self._touched.items():
+            self._pools.set(network_id, work.peek())
+        return AddressTable(position=position, pools=self._pools.peek())
 
     def _work(self, network_id: str) -> _PoolWork | None:
         work = self._touched.get(network_id)

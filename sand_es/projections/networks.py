@@ -57,6 +57,10 @@ class NetworkCatalogBuilder:
         """The view reached, stamped with `position`."""
         return NetworkCatalog(position=position, networks=self._networks.freeze())
 
+    def peek(self, position: Position) -> NetworkCatalog:
+        """The view so far, sharing this builder's tables: valid only until the next event."""
+        return NetworkCatalog(position=position, networks=self._networks.peek())
+
 
 def _network(e: NetworkCreated, envelope: Envelope) -> Network:
     return Network(

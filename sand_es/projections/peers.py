@@ -106,6 +106,17 @@ class PeerMapBuilder:
         self._touched_networks.clear()
         return PeerMap(position=position, networks=self._networks.freeze(), known=self._known.freeze())
 
+    def peek(self, position: Position) -> PeerMap:
+        """The view so far, sharing this builder's tables: valid only until the next event.
+
+        Unlike `freeze`, it may show a host or network left with no peer.
+        """
+        for (network_id, hostname), peers in self._touched.items():
+            self._network(network_id).set(hostname, peers.peek())
+        for network_id, hosts in self._touched_networks.items():
+            self._networks.set(network_id, hosts.peek())
+        return PeerMap(position=position, networks=self._networks.peek(), known=self._known.peek())
+
     def _forget_active(self, endpoint_id: str) -> None:
         peer = self._known.get(endpoint_id)
         if peer is not None:

@@ -84,6 +84,23 @@ class SnapshotBuilder:
         )
         return self._start
 
+    def peek(self) -> Snapshot:
+        """The snapshot reached so far, sharing the builder's tables without copying them.
+
+        For a caller that reads it and lets it go before adding more records (the
+        service deciding a group of commands one after the other): the next `add`
+        may change what it shows. Use `build` for a snapshot to keep.
+        """
+        position = self.position
+        return Snapshot(
+            position=position,
+            networks=self._networks.peek(position),
+            endpoints=self._endpoints.peek(position),
+            vnis=self._vnis.peek(position),
+            addresses=self._addresses.peek(position),
+            peers=self._peers.peek(position),
+        )
+
     def _apply(self, envelope: Envelope) -> None:
         self._networks.apply(envelope)
         self._endpoints.apply(envelope)

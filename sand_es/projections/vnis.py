@@ -11,11 +11,17 @@ from sand_es.projections.cow import CowMap
 
 
 class VniTable(msgspec.Struct, frozen=True, kw_only=True):
-    """VNI -> owning network id (and back), as of `position`."""
+    """VNIs in use, as of `position`.
+
+    `owners` maps a VNI to a network holding it and `of_network` each network to its
+    VNI. `holders` counts the networks on each VNI: a log imported from SAND may hold
+    duplicates (the Go agent tolerated them), and a VNI stays taken while any holds it.
+    """
 
     position: Position = Position()
     owners: Mapping[int, str] = {}
     of_network: Mapping[str, int] = {}
+    holders: Mapping[int, int] = {}
 
     def lowest_free(self, maximum: int) -> int | None:
         """The lowest VNI in [1, maximum] no network holds, or None when all are taken.
@@ -34,23 +40,51 @@ class VniTableBuilder:
     def __init__(self, view: VniTable) -> None:
         self._owners = CowMap(view.owners)
         self._of_network = CowMap(view.of_network)
+        self._holders = CowMap(view.holders)
 
     def apply(self, envelope: Envelope) -> None:
         """Apply one event."""
         match envelope.data:
             case NetworkCreated(network_id=network_id, vxlan_vni=vni):
+                self._release(network_id)  # a re-created id (hand-made log) moves to its new VNI
                 self._owners.set(vni, network_id)
                 self._of_network.set(network_id, vni)
+                self._holders.set(vni, (self._holders.get(vni) or 0) + 1)
             case NetworkDeleted(network_id=network_id):
-                held = self._of_network.get(network_id)
-                self._of_network.discard(network_id)
-                # An imported log may hold duplicate VNIs (SAND tolerated them):
-                # release a VNI only on behalf of the network that holds it.
-                if held is not None and self._owners.get(held) == network_id:
-                    self._owners.discard(held)
+                self._release(network_id)
             case _:
                 pass
 
     def freeze(self, position: Position) -> VniTable:
         """The view reached, stamped with `position`."""
-        return VniTable(position=position, owners=self._owners.freeze(), of_network=self._of_network.freeze())
+        return VniTable(
+            position=position,
+            owners=self._owners.freeze(),
+            of_network=self._of_network.freeze(),
+            holders=self._holders.freeze(),
+        )
+
+    def peek(self, position: Position) -> VniTable:
+        """The view so far, sharing this builder's tables: valid only until the next event."""
+        return VniTable(
+            position=position,
+            owners=self._owners.peek(),
+            of_network=self._of_network.peek(),
+            holders=self._holders.peek(),
+        )
+
+    def _release(self, network_id: str) -> None:
+        vni = self._of_network.get(network_id)
+        if vni is None:
+            return
+        self._of_network.discard(network_id)
+        left = (self._holders.get(vni) or 1) - 1
+        if left == 0:
+            self._holders.discard(vni)
+            self._owners.discard(vni)
+            return
+        self._holders.set(vni, left)
+        if self._owners.get(vni) == network_id:
+            # Only with duplicate VNIs: hand the VNI to another of its holders.
+            other = next(n for n, v in self._of_network.items() if v == vni)
+            self._owners.set(vni, other)

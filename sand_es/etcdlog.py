@@ -91,9 +91,17 @@ async def open_client(settings: EtcdSettings) -> Etcd3Client:
         tls_server_name=_server_name(settings),
         **_tls_args(settings),  # type: ignore[arg-type]  # only the three PEM keywords
     )
-    # Private, and the only way to raise gRPC's 4 MiB limit (etcd-client.md §6);
-    # etcd3aio is pinned in pyproject.toml for this reason.
-    client._manager.grpc_options.append(("grpc.max_receive_message_length", MAX_RECEIVE_BYTES))
+    # Private, and the only way to set gRPC channel options such as the 4 MiB receive
+    # limit (etcd-client.md §6); etcd3aio is pinned in pyproject.toml for this reason.
+    client._manager.grpc_options.extend(
+        [
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            # gRPC backs off up to 2 minutes between reconnects by default: after an
+            # etcd outage the agent would stay cut off long after etcd is back.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+    )
     await client.connect()
     return client
 

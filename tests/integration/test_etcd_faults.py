@@ -96,6 +96,7 @@ class TestTailAcrossRestarts:
         fresh_etcd.kill()
         fresh_etcd.restart()
         writer = await connect(fresh_etcd.url)
+        await writer.head()  # reads retry while gRPC reconnects; an append is sent once
         for n in range(11, 21):
             position = (await writer.append([network_command(n)], expected=position))[-1].position
         await writer.close()

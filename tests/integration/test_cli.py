@@ -38,7 +38,7 @@ class TestStatus:
         log = await EtcdLog.connect(EtcdSettings(hosts=parse_hosts(etcd_server.url), prefix=etcd_prefix))
         service = Service(log, LiveViews(), actor="host-a")
         created = await service.execute(CreateNetwork(ip_range="198.18.4.0/24"))
-        nid = created.records[0].envelope.data.network_id  # type: ignore[union-attr]
+        nid = created.records[0].envelope.data.network_id
         await service.execute(
             AddEndpoint(network_id=nid, hostname="host-a", activate=True, target_netns_path="/proc/1/ns/net")
         )

@@ -60,13 +60,13 @@ class TestTwoAgents:
         """2 agents × 32 tasks creating networks and endpoints: unique VNIs and IPs, equal views."""
         a, b = agents
         shared = (await a.service.execute(CreateNetwork(name="shared", ip_range="198.18.0.0/24"))).records[0]
-        shared_id = shared.envelope.data.network_id  # type: ignore[union-attr]
+        shared_id = shared.envelope.data.network_id
 
         async def work(agent: Agent, n: int) -> list[Outcome]:
             own = await agent.service.execute(
                 CreateNetwork(name=f"{agent.hostname}-{n}", ip_range="198.18.1.0/28")
             )
-            own_id = own.records[0].envelope.data.network_id  # type: ignore[union-attr]
+            own_id = own.records[0].envelope.data.network_id
             endpoints = [
                 await agent.service.execute(AddEndpoint(network_id=net, hostname=agent.hostname, host_ip=ip))
                 for net, ip in ((shared_id, "192.0.2.1"), (own_id, "192.0.2.1"), (shared_id, "192.0.2.1"))
@@ -102,7 +102,7 @@ class TestTwoAgents:
         """The agent that took a command shows its effect at once; the other one soon after."""
         a, b = agents
         outcome = await a.service.execute(CreateNetwork(name="ryw"))
-        network_id = outcome.records[0].envelope.data.network_id  # type: ignore[union-attr]
+        network_id = outcome.records[0].envelope.data.network_id
         assert a.views.current.networks.get(network_id) is not None
         seen = await asyncio.wait_for(b.views.wait_for(outcome.position), timeout=5)
         assert seen.networks.get(network_id) is not None
@@ -144,7 +144,7 @@ class TestBadInputAppendsNothing:
         """Explicit IPs outside the range or taken, and a full range, are refused without appending."""
         a, _ = agents
         created = await a.service.execute(CreateNetwork(ip_range="198.18.2.0/30"))
-        network_id = created.records[0].envelope.data.network_id  # type: ignore[union-attr]
+        network_id = created.records[0].envelope.data.network_id
         await a.service.execute(
             AddEndpoint(network_id=network_id, hostname="host-a", ipv4_address="198.18.2.2")
         )

@@ -191,9 +191,9 @@ class EtcdLog:
         return position
 
     async def append(self, commands: Sequence[PendingCommand], expected: Position) -> list[Record]:
-        self.limits.check(commands)
         first = expected.seq + 1
         records, success = self._writes(commands, first)
+        self.limits.check(commands, sum(op.ByteSize() for op in success))
         compare = [self._head_compare(expected)]
         compare += [KVService.txn_compare_version(self._command_key(c.command_id), 0) for c in commands]
         failure = [KVService.txn_op_get(self._command_key(c.command_id)) for c in commands]

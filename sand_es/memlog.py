@@ -33,7 +33,7 @@ class MemoryLog:
         return Position(len(self._stored), self._stored[-1][0])
 
     async def append(self, commands: Sequence[PendingCommand], expected: Position) -> list[Record]:
-        self.limits.check(commands)
+        self.limits.check(commands, sum(len(self._codec.encode(e)) for c in commands for e in c.envelopes))
         known = frozenset(c.command_id for c in commands if c.command_id in self._commands)
         if known:
             raise Conflict("command already appended", known_commands=known)

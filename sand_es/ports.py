@@ -26,19 +26,22 @@ class TxnLimits(msgspec.Struct, frozen=True):
     """What one append may carry: etcd allows 128 operations and 1.5 MiB per transaction."""
 
     max_ops: int = 128
+    # Below etcd's 1.5 MiB request limit, leaving room for keys and framing.
     max_bytes: int = 1_000_000
 
     def ops(self, commands: int, events: int) -> int:
         """Operations an append of that many commands and events takes (the head key is one)."""
         return events + commands + 1
 
-    def check(self, commands: Sequence[PendingCommand]) -> None:
-        """Refuse, before sending, an append etcd would refuse."""
+    def check(self, commands: Sequence[PendingCommand], size: int) -> None:
+        """Refuse, before sending, an append etcd would refuse (`size`: bytes of the values)."""
         events = sum(len(c.envelopes) for c in commands)
         if self.ops(len(commands), events) > self.max_ops:
             raise ValueError(
                 f"an append of {len(commands)} commands and {events} events exceeds {self.max_ops} operations"
             )
+        if size > self.max_bytes:
+            raise ValueError(f"an append of {size} bytes exceeds {self.max_bytes} bytes")
 
 
 class EventLog(Protocol):

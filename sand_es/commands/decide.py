@@ -41,6 +41,7 @@ from sand_es.events import (
 from sand_es.projections import Endpoint, Network, Pool, Snapshot
 
 DEFAULT_RANGE = "10.0.0.0/24"
+MAX_NAME = 255
 OVERLAY = "overlay"
 
 
@@ -70,6 +71,8 @@ def create_network(snapshot: Snapshot, command: CreateNetwork, *, new_id: str, p
         raise Conflicting(f"network {network_id} already exists")
     if command.type != OVERLAY:
         raise Invalid(f"invalid network type {command.type!r}: only 'overlay' is supported")
+    if command.name is not None and len(command.name) > MAX_NAME:
+        raise Invalid(f"invalid name: {len(command.name)} characters, at most {MAX_NAME}")
     network = _range_of(command)
     gateway = parsing.gateway(command.gateway, network) if command.gateway else network[1]
     mtu = policy.default_mtu if command.mtu is None else command.mtu

@@ -231,3 +231,28 @@ class TestUpcast:
         await log.append([command("c1", NetworkDeleted(network_id="n"))], expected=START)
         [record] = await read_all(log)
         assert NetworkDeleted(network_id="n") == record.envelope.data
+
+
+class TestLimits:
+    async def test_append_over_the_operation_limit_is_refused_before_sending(
+        self, make_log: LogFactory
+    ) -> None:
+        """An append needing more than 128 etcd operations is refused whole, nothing written."""
+        log = (await make_log()).log
+        with pytest.raises(ValueError, match="exceeds 128 operations"):
+            await log.append([command("big", *[network(n) for n in range(1, 128)])], expected=START)
+        assert START == await log.head()
+
+    async def test_append_over_the_size_limit_is_refused_before_sending(self, make_log: LogFactory) -> None:
+        """An append larger than etcd takes in one request is refused whole, nothing written."""
+        log = (await make_log()).log
+        huge = NetworkCreated(
+            network_id="n",
+            name="x" * 1_100_000,
+            ip_range="198.18.0.0/24",
+            gateway="198.18.0.1/24",
+            vxlan_vni=1,
+        )
+        with pytest.raises(ValueError, match="bytes exceeds"):
+            await log.append([command("huge", huge)], expected=START)
+        assert START == await log.head()

@@ -7,6 +7,8 @@ import ipaddress
 
 import pytest
 
+import sand_es.commands
+import sand_es.projections
 from sand_es.commands import (
     ActivateEndpoint,
     AddEndpoint,
@@ -588,3 +590,17 @@ class TestDeactivateEndpoint:
         given(network_created(NET_A)).when(DeactivateEndpoint(endpoint_id=EP_1)).then_rejected(
             NotFound, match=f"endpoint {EP_1} not found"
         )
+
+
+class TestNetworkName:
+    def test_overlong_name_is_refused(self) -> None:
+        """A network name over 255 characters is refused (it would bloat every read of the log)."""
+        given().when(CreateNetwork(name="n" * 256), new_id=NET_A).then_rejected(Invalid, match="at most 255")
+
+    def test_name_of_255_characters_is_kept(self) -> None:
+        """A name of exactly 255 characters is accepted as given."""
+        [event] = sand_es.commands.decide(
+            sand_es.projections.EMPTY, CreateNetwork(name="n" * 255), new_id=NET_A
+        )
+        assert isinstance(event, NetworkCreated)
+        assert "n" * 255 == event.name

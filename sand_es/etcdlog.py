@@ -399,6 +399,10 @@ class EtcdLog:
                     expected += 1
                 if records:
                     yield records
+        except (grpc.aio.AioRpcError, EtcdError) as exc:
+            # The library raises only what it does not retry (an oversized batch, a
+            # refused stream): the same cure, from our own position.
+            raise _Reopen(f"watch failed: {exc}") from exc
         finally:
             await stream.aclose()
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from typing import Annotated
 
 import msgspec
 import typer
 
-from sand_es import __version__
-from sand_es.config import EtcdSettings
+from sand_es import __version__, daemon, logs
+from sand_es.config import AgentSettings, EtcdSettings
 from sand_es.errors import SandError
 from sand_es.etcdlog import EtcdLog
 from sand_es.views import LiveViews
@@ -83,6 +84,22 @@ async def _status(settings: EtcdSettings) -> Status:
         active_endpoints=sum(1 for e in endpoints if e.active),
         replay_seconds=round(elapsed, 6),
     )
+
+
+@app.command()
+def agent() -> None:
+    """Run the agent: replay and tail the log, serve SAND's API (settings from the environment)."""
+    try:
+        settings = AgentSettings.from_env(os.environ, default_hostname=socket.gethostname())
+    except SandError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logs.configure(format=settings.log_format, level=settings.log_level)
+    try:
+        asyncio.run(daemon.run(settings))
+    except SandError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def main() -> None:

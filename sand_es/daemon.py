@@ -1,0 +1,105 @@
+"""The agent: the composition root that wires etcd, the views, the service and the API.
+
+`run(settings)` connects to etcd, replays the log, tails it, and serves the API
+until SIGTERM or SIGINT (uvicorn's graceful shutdown: in-flight requests finish).
+Writes are refused with 503 until the replay has caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+
+from sand_es.commands import Policy
+from sand_es.config import AgentSettings
+from sand_es.etcdlog import EtcdLog
+from sand_es.http.app import create_app
+from sand_es.service import Service
+from sand_es.views import LiveViews
+
+log = structlog.get_logger(__name__)
+
+
+def policy_of(settings: AgentSettings) -> Policy:
+    """The decision settings of an agent."""
+    return Policy(
+        max_vni=settings.max_vni,
+        default_mtu=settings.default_mtu,
+        netns_path=settings.netns_path,
+        netns_prefix=settings.netns_prefix,
+    )
+
+
+def server_config(app: object, settings: AgentSettings) -> uvicorn.Config:
+    """uvicorn's settings: HTTPS with required client certificates when HTTP_TLS_* are set."""
+    tls: dict[str, object] = {}
+    if settings.http_tls is not None:
+        tls = {
+            "ssl_certfile": str(settings.http_tls.cert),
+            "ssl_keyfile": str(settings.http_tls.key),
+            "ssl_ca_certs": str(settings.http_tls.ca),
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        }
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+        **tls,  # type: ignore[arg-type]
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus its signal handling: uvicorn re-raises SIGTERM once it has
+    stopped serving, which would kill the process before the agent closes its etcd
+    client. The agent handles the signals itself (see `run`)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run(settings: AgentSettings) -> None:
+    """Run one agent until it is told to stop."""
+    event_log = await EtcdLog.connect(settings.etcd)
+    views = LiveViews()
+    service = Service(event_log, views, actor=settings.hostname, policy=policy_of(settings))
+    server = _Server(server_config(create_app(service, settings), settings))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
+    follower = asyncio.create_task(views.follow(event_log), name="follow-log")
+
+    def on_follower_end(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the log tail stopped; shutting down", error=repr(task.exception()))
+            server.should_exit = True
+
+    follower.add_done_callback(on_follower_end)
+    log.info(
+        "agent starting",
+        hostname=settings.hostname,
+        host_ip=settings.host_ip,
+        port=settings.http_port,
+        https=settings.http_tls is not None,
+        etcd=[f"{h.host}:{h.port}" for h in settings.etcd.hosts],
+        prefix=settings.etcd.prefix,
+    )
+    try:
+        await server.serve()
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await service.close()
+        await event_log.close()
+        log.info("agent stopped", seq=views.position.seq)

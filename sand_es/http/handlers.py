@@ -1,0 +1,174 @@
+"""The route handlers: read the request, run one command or read the views, answer.
+
+Handlers get the service and the settings from `request.app.state` (filled by
+`create_app`); they hold no state of their own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sand_es import __version__
+from sand_es.commands import AddEndpoint, Command, CreateNetwork, DeleteNetwork, RemoveEndpoint
+from sand_es.config import AgentSettings
+from sand_es.errors import Invalid, NotFound
+from sand_es.events import EndpointAdded, NetworkCreated
+from sand_es.http import schemas, views
+from sand_es.http.errors import BadRequest, NotReady
+from sand_es.http.responses import JSON
+from sand_es.nspath import check_netns_path
+from sand_es.projections import Network, Snapshot
+from sand_es.service import Outcome, Service
+
+Body = TypeVar("Body", bound=msgspec.Struct)
+
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+async def version(request: Request) -> Response:
+    """`GET /version`"""
+    return JSON(schemas.VersionResponse(version=__version__))
+
+
+async def list_networks(request: Request) -> Response:
+    """`GET /networks`: every network, by id."""
+    settings = _settings(request)
+    networks = _snapshot(request).networks.networks
+    return JSON(
+        schemas.NetworksResponse(
+            networks=[_network(settings, networks[key]) for key in sorted(networks)],
+        )
+    )
+
+
+async def show_network(request: Request) -> Response:
+    """`GET /networks/{id}`"""
+    network = _snapshot(request).networks.get(request.path_params["id"])
+    if network is None:
+        raise NotFound("network not found")
+    return JSON(schemas.NetworkResponse(network=_network(_settings(request), network)))
+
+
+async def create_network(request: Request) -> Response:
+    """`POST /networks`"""
+    body = await _body(request, schemas.NetworkCreate, empty_ok=True)
+    command = CreateNetwork(
+        network_id=body.id or None,
+        name=body.name or None,
+        type=body.type or "overlay",
+        ip_range=body.ip_range or None,
+        gateway=body.gateway or None,
+        mtu=body.mtu,
+    )
+    outcome = await _execute(request, command)
+    created = outcome.records[0].envelope.data
+    assert isinstance(created, NetworkCreated)
+    network = outcome.snapshot.networks.get(created.network_id)
+    if network is None:  # a replayed command whose network was deleted since
+        raise NotFound(f"network {created.network_id} was created by this command, then deleted")
+    return JSON(schemas.NetworkResponse(network=_network(_settings(request), network)), status_code=201)
+
+
+async def delete_network(request: Request) -> Response:
+    """`DELETE /networks/{id}`: refused while the network has endpoints."""
+    await _execute(request, DeleteNetwork(network_id=request.path_params["id"]))
+    return Response(status_code=204)
+
+
+async def list_endpoints(request: Request) -> Response:
+    """`GET /endpoints?network_id=&hostname=`: either filter, both, or none."""
+    query = request.query_params
+    selected = _snapshot(request).endpoints.select(
+        network_id=query.get("network_id") or None, hostname=query.get("hostname") or None
+    )
+    ordered = sorted(selected, key=lambda e: e.endpoint_id)
+    return JSON(schemas.EndpointsResponse(endpoints=[views.endpoint(e) for e in ordered]))
+
+
+async def create_endpoint(request: Request) -> Response:
+    """`POST /endpoints`: an endpoint owned by this agent's host."""
+    body = await _body(request, schemas.EndpointCreate)
+    settings = _settings(request)
+    if not body.network_id:
+        raise Invalid("network_id is required")
+    path = None
+    if body.activate:
+        roots = (settings.netns_path, settings.docker_netns_path)
+        path = check_netns_path(body.target_netns_path, roots=roots)
+    command = AddEndpoint(
+        network_id=body.network_id,
+        hostname=settings.hostname,
+        host_ip=settings.host_ip,
+        api_hostname=settings.api_hostname,
+        ipv4_address=body.ipv4_address or None,
+        mac_address=body.mac_address or None,
+        activate=body.activate,
+        target_netns_path=path,
+    )
+    outcome = await _execute(request, command)
+    added = outcome.records[0].envelope.data
+    assert isinstance(added, EndpointAdded)
+    endpoint = outcome.snapshot.endpoints.get(added.endpoint_id)
+    if endpoint is None:
+        raise NotFound(f"endpoint {added.endpoint_id} was created by this command, then deleted")
+    return JSON(schemas.EndpointResponse(endpoint=views.endpoint(endpoint)), status_code=201)
+
+
+async def delete_endpoint(request: Request) -> Response:
+    """`DELETE /endpoints/{id}`: from any agent; the owner's host does the kernel work."""
+    await _execute(request, RemoveEndpoint(endpoint_id=request.path_params["id"]))
+    return Response(status_code=204)
+
+
+def _settings(request: Request) -> AgentSettings:
+    settings: AgentSettings = request.app.state.settings
+    return settings
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _snapshot(request: Request) -> Snapshot:
+    return _service(request).views.current
+
+
+def _network(settings: AgentSettings, network: Network) -> schemas.Network:
+    return views.network(network, netns_path=settings.netns_path, netns_prefix=settings.netns_prefix)
+
+
+async def _execute(request: Request, command: Command) -> Outcome:
+    service = _service(request)
+    if not service.views.caught_up.is_set():
+        raise NotReady("the agent is still catching up with the log; retry shortly")
+    outcome = await service.execute(command, command_id=_idempotency_key(request))
+    request.state.command_id = outcome.command_id
+    request.state.revision = outcome.position.rev
+    return outcome
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise BadRequest("invalid Idempotency-Key: 1 to 128 characters among A-Z a-z 0-9 . _ : -")
+    return f"http:{key}"
+
+
+async def _body(request: Request, kind: type[Body], *, empty_ok: bool = False) -> Body:
+    raw = await request.body()
+    if not raw.strip() and empty_ok:
+        raw = b"{}"
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"invalid JSON: {exc}") from None

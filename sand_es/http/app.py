@@ -38,6 +38,7 @@ def create_app(service: Service, settings: AgentSettings) -> Starlette:
 
     routes = [
         Route("/version", handlers.version, methods=["GET"]),
+        Route("/health", handlers.health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/networks", handlers.list_networks, methods=["GET"]),
         Route("/networks", handlers.create_network, methods=["POST"]),

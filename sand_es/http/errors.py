@@ -62,4 +62,6 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     """A bug: logged with its traceback, answered 500 without internals."""
     log.exception("unexpected error", path=request.url.path)
-    return error_response(500, "internal error")
+    # Starlette re-raises after this handler and uvicorn then drops the connection:
+    # say so, or a client reusing the connection sees a reset on its next request.
+    return error_response(500, "internal error", headers={"Connection": "close"})

@@ -6,6 +6,7 @@ Handlers get the service and the settings from `request.app.state` (filled by
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import TypeVar
 
@@ -16,7 +17,7 @@ from starlette.responses import Response
 from sand_es import __version__
 from sand_es.commands import AddEndpoint, Command, CreateNetwork, DeleteNetwork, RemoveEndpoint
 from sand_es.config import AgentSettings
-from sand_es.errors import Invalid, NotFound
+from sand_es.errors import Conflicting, Invalid, NotFound
 from sand_es.events import EndpointAdded, NetworkCreated
 from sand_es.http import schemas, views
 from sand_es.http.errors import BadRequest, NotReady
@@ -26,6 +27,7 @@ from sand_es.projections import Network, Snapshot
 from sand_es.service import Outcome, Service
 
 Body = TypeVar("Body", bound=msgspec.Struct)
+EventT = TypeVar("EventT", NetworkCreated, EndpointAdded)
 
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -33,6 +35,14 @@ _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 async def version(request: Request) -> Response:
     """`GET /version`"""
     return JSON(schemas.VersionResponse(version=__version__))
+
+
+async def health(request: Request) -> Response:
+    """`GET /health`: 200 once the agent has caught up with the log (writes accepted), else 503."""
+    views = _service(request).views
+    if not views.caught_up.is_set():
+        raise NotReady("the agent is still catching up with the log")
+    return JSON(schemas.HealthResponse(status="ready", seq=views.position.seq, revision=views.position.rev))
 
 
 async def list_networks(request: Request) -> Response:
@@ -66,8 +76,7 @@ async def create_network(request: Request) -> Response:
         mtu=body.mtu,
     )
     outcome = await _execute(request, command)
-    created = outcome.records[0].envelope.data
-    assert isinstance(created, NetworkCreated)
+    created = _first_event(outcome, NetworkCreated)
     network = outcome.snapshot.networks.get(created.network_id)
     if network is None:  # a replayed command whose network was deleted since
         raise NotFound(f"network {created.network_id} was created by this command, then deleted")
@@ -97,7 +106,7 @@ async def create_endpoint(request: Request) -> Response:
     if not body.network_id:
         raise Invalid("network_id is required")
     path = None
-    if body.activate:
+    if body.wants_activation:
         roots = (settings.netns_path, settings.docker_netns_path)
         path = check_netns_path(body.target_netns_path, roots=roots)
     command = AddEndpoint(
@@ -107,12 +116,11 @@ async def create_endpoint(request: Request) -> Response:
         api_hostname=settings.api_hostname,
         ipv4_address=body.ipv4_address or None,
         mac_address=body.mac_address or None,
-        activate=body.activate,
+        activate=body.wants_activation,
         target_netns_path=path,
     )
     outcome = await _execute(request, command)
-    added = outcome.records[0].envelope.data
-    assert isinstance(added, EndpointAdded)
+    added = _first_event(outcome, EndpointAdded)
     endpoint = outcome.snapshot.endpoints.get(added.endpoint_id)
     if endpoint is None:
         raise NotFound(f"endpoint {added.endpoint_id} was created by this command, then deleted")
@@ -159,7 +167,17 @@ def _idempotency_key(request: Request) -> str | None:
         return None
     if not _IDEMPOTENCY_KEY.match(key):
         raise BadRequest("invalid Idempotency-Key: 1 to 128 characters among A-Z a-z 0-9 . _ : -")
-    return f"http:{key}"
+    # One key per route: reusing a key on another route is another request.
+    route = f"{request.method}:{request.url.path}"
+    return f"http:{hashlib.sha256(route.encode()).hexdigest()[:16]}:{key}"
+
+
+def _first_event(outcome: Outcome, kind: type[EventT]) -> EventT:
+    """The event a creation command recorded (its id names what was created)."""
+    event = outcome.records[0].envelope.data if outcome.records else None
+    if not isinstance(event, kind):  # only a hand-made command id can lead here
+        raise Conflicting("this Idempotency-Key belongs to another request")
+    return event
 
 
 async def _body(request: Request, kind: type[Body], *, empty_ok: bool = False) -> Body:

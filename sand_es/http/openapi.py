@@ -18,6 +18,7 @@ _TYPES: tuple[type[msgspec.Struct], ...] = (
     schemas.EndpointsResponse,
     schemas.ErrorResponse,
     schemas.VersionResponse,
+    schemas.HealthResponse,
 )
 
 
@@ -59,6 +60,12 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "The agent's version",
                 "responses": {"200": _json("VersionResponse", "version")},
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Whether the agent has caught up with the log and accepts writes",
+                "responses": {"200": _json("HealthResponse", "ready"), **_errors(503)},
             }
         },
         "/networks": {

@@ -39,11 +39,17 @@ class EndpointCreate(_Body, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """`POST /endpoints`. `ns_handle_path` at the top level is what SAND's README documents."""
 
     network_id: str = ""
-    activate: bool = False
+    activate: bool | None = None
     activate_params: ActivateParams | None = None
     ns_handle_path: str | None = None
     ipv4_address: str | None = None
     mac_address: str | None = None
+
+    @property
+    def wants_activation(self) -> bool:
+        """`activate` as given; when absent, whether a namespace path was given (SAND's README
+        shows `ns_handle_path` alone and means the endpoint to be plugged in)."""
+        return bool(self.target_netns_path) if self.activate is None else self.activate
 
     @property
     def target_netns_path(self) -> str:
@@ -63,7 +69,7 @@ class Network(msgspec.Struct, frozen=True, kw_only=True):
     vxlan_vni: int
     ip_range: str
     gateway: str
-    mtu: int
+    mtu: int = 0  # 0: not reported (a Go SAND agent has no MTU setting)
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,7 +79,7 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
     network_id: str
     hostname: str
     host_ip: str
-    api_hostname: str
+    api_hostname: str = ""  # absent from SAND v1.0.1
     created_at: datetime
     target_netns_path: str
     overlay_veth_name: str
@@ -112,6 +118,14 @@ class ErrorResponse(msgspec.Struct, frozen=True):
     """`{"error": "…"}`, the body of every error."""
 
     error: str
+
+
+class HealthResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """`GET /health`: the agent accepts writes; `seq`/`revision`: how far its views are."""
+
+    status: str
+    seq: int
+    revision: int
 
 
 class VersionResponse(msgspec.Struct, frozen=True):

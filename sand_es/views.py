@@ -9,7 +9,9 @@ which skips what it has already seen, so the two never double-apply.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import gc
+from collections.abc import Iterable, Iterator
 
 import structlog
 
@@ -18,6 +20,24 @@ from sand_es.ports import EventLog
 from sand_es.projections import EMPTY, Snapshot, SnapshotBuilder, fold
 
 log = structlog.get_logger(__name__)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector during a bulk replay.
+
+    A replay allocates millions of objects that all survive, and CPython's collector
+    walks every tracked object at each full collection: on a million-event log that
+    walking took as long as the fold itself. The views hold no reference cycles, so
+    nothing is lost by collecting after the replay instead of during it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class LiveViews:
@@ -61,9 +81,10 @@ class LiveViews:
         that holds part of a transaction's events.
         """
         builder = SnapshotBuilder(self._current)
-        async for records in log_.read(self._current.position):
-            builder.add(records)
-        self._publish(builder.build())
+        with _no_cyclic_gc():
+            async for records in log_.read(self._current.position):
+                builder.add(records)
+            self._publish(builder.build())
         return self._current
 
     async def follow(self, log_: EventLog) -> None:

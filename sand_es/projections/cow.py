@@ -10,8 +10,14 @@ next write copy again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from sand_es.events import Envelope, Event
+
+#: Event type -> the function applying it to one view's working copy.
+Handlers: TypeAlias = "dict[type[Event], Callable[[Envelope], None]]"
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -39,7 +45,10 @@ class CowMap(Generic[K, V]):
 
     def set(self, key: K, value: V) -> None:
         """Bind `key` to `value`."""
-        self._own()[key] = value
+        if not self._owned:  # inlined `_own`: this is the hottest line of a replay
+            self._data = dict(self._data)
+            self._owned = True
+        self._data[key] = value  # type: ignore[index]
 
     def discard(self, key: K) -> None:
         """Remove `key` if present."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from typing import cast
 
 import msgspec
 
@@ -15,7 +16,7 @@ from sand_es.events import (
     Envelope,
     Position,
 )
-from sand_es.projections.cow import CowMap
+from sand_es.projections.cow import CowMap, Handlers
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -47,7 +48,7 @@ class EndpointCatalog(msgspec.Struct, frozen=True, kw_only=True):
     """Endpoints by id, as of `position`, with the indexes deciders check uniqueness in.
 
     `macs` maps "<network_id>/<mac>" and `devices` "<hostname>/<target veth name>" to
-    an endpoint id; `counts` gives each network's number of endpoints. They keep
+    an endpoint id (string keys keep the views encodable as JSON); `counts` gives each network's number of endpoints. They keep
     every decision O(1) however many endpoints exist.
     """
 
@@ -92,20 +93,30 @@ class EndpointCatalogBuilder:
         self._devices = CowMap(view.devices)
         self._counts = CowMap(view.counts)
 
-    def apply(self, envelope: Envelope) -> None:
-        """Apply one event."""
-        match envelope.data:
-            case EndpointAdded() as e:
-                self._remove(e.endpoint_id)  # a re-added id (hand-made log) replaces the old one
-                self._add(_endpoint(e, envelope.at))
-            case EndpointActivated(endpoint_id=eid, target_netns_path=path):
-                self._update(eid, active=True, target_netns_path=path, inactive_reason="")
-            case EndpointDeactivated(endpoint_id=eid, reason=reason):
-                self._update(eid, active=False, target_netns_path="", inactive_reason=reason)
-            case EndpointRemoved(endpoint_id=eid):
-                self._remove(eid)
-            case _:
-                pass
+    def handlers(self) -> Handlers:
+        """The function applying each event type this view changes on."""
+        return {
+            EndpointAdded: self._on_added,
+            EndpointActivated: self._on_activated,
+            EndpointDeactivated: self._on_deactivated,
+            EndpointRemoved: self._on_removed,
+        }
+
+    def _on_added(self, envelope: Envelope) -> None:
+        e = cast(EndpointAdded, envelope.data)
+        self._remove(e.endpoint_id)  # a re-added id (hand-made log) replaces the old one
+        self._add(_endpoint(e, envelope.at))
+
+    def _on_activated(self, envelope: Envelope) -> None:
+        e = cast(EndpointActivated, envelope.data)
+        self._update(e.endpoint_id, active=True, target_netns_path=e.target_netns_path, inactive_reason="")
+
+    def _on_deactivated(self, envelope: Envelope) -> None:
+        e = cast(EndpointDeactivated, envelope.data)
+        self._update(e.endpoint_id, active=False, target_netns_path="", inactive_reason=e.reason)
+
+    def _on_removed(self, envelope: Envelope) -> None:
+        self._remove(cast(EndpointRemoved, envelope.data).endpoint_id)
 
     def freeze(self, position: Position) -> EndpointCatalog:
         """The view reached, stamped with `position`."""

@@ -9,7 +9,9 @@ address and the gateway are never handed out.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Mapping
+from typing import cast
 
 import msgspec
 
@@ -21,7 +23,7 @@ from sand_es.events import (
     NetworkDeleted,
     Position,
 )
-from sand_es.projections.cow import CowMap
+from sand_es.projections.cow import CowMap, Handlers
 
 
 class Pool(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -85,7 +87,12 @@ def pool_of(ip_range: str, gateway: str) -> Pool:
 
 def address_of(cidr: str) -> int:
     """The address part of `a.b.c.d/nn` (or of a bare address) as an integer."""
-    return int(ipaddress.IPv4Interface(cidr).ip)
+    # inet_pton is ~15x faster than ipaddress, and a replay calls this for every
+    # endpoint added or removed; it accepts exactly the dotted quads ipaddress does.
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, cidr.partition("/")[0]), "big")
+    except OSError:
+        raise ValueError(f"not an IPv4 address: {cidr!r}") from None
 
 
 class AddressTable(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,27 +144,40 @@ class AddressTableBuilder:
         self._pools = CowMap(view.pools)
         self._touched: dict[str, _PoolWork] = {}
 
-    def apply(self, envelope: Envelope) -> None:
-        """Apply one event."""
-        match envelope.data:
-            case NetworkCreated(network_id=network_id, ip_range=ip_range, gateway=gateway):
-                self._touched.pop(network_id, None)
-                self._pools.set(network_id, pool_of(ip_range, gateway))
-            case NetworkDeleted(network_id=network_id):
-                self._touched.pop(network_id, None)
-                self._pools.discard(network_id)
-            case EndpointAdded(network_id=network_id, endpoint_id=eid, target_veth_ip=ip):
-                work = self._work(network_id)
-                if work is not None:
-                    work.take(address_of(ip), eid)
-            case EndpointRemoved(network_id=network_id, endpoint_id=eid, target_veth_ip=ip):
-                work = self._work(network_id)
-                if work is not None and ip:
-                    work.release(address_of(ip), eid)
-                elif work is not None:
-                    work.release_endpoint(eid)
-            case _:
-                pass
+    def handlers(self) -> Handlers:
+        """The function applying each event type this view changes on."""
+        return {
+            NetworkCreated: self._on_network_created,
+            NetworkDeleted: self._on_network_deleted,
+            EndpointAdded: self._on_endpoint_added,
+            EndpointRemoved: self._on_endpoint_removed,
+        }
+
+    def _on_network_created(self, envelope: Envelope) -> None:
+        e = cast(NetworkCreated, envelope.data)
+        self._touched.pop(e.network_id, None)
+        self._pools.set(e.network_id, pool_of(e.ip_range, e.gateway))
+
+    def _on_network_deleted(self, envelope: Envelope) -> None:
+        network_id = cast(NetworkDeleted, envelope.data).network_id
+        self._touched.pop(network_id, None)
+        self._pools.discard(network_id)
+
+    def _on_endpoint_added(self, envelope: Envelope) -> None:
+        e = cast(EndpointAdded, envelope.data)
+        work = self._work(e.network_id)
+        if work is not None:
+            work.take(address_of(e.target_veth_ip), e.endpoint_id)
+
+    def _on_endpoint_removed(self, envelope: Envelope) -> None:
+        e = cast(EndpointRemoved, envelope.data)
+        work = self._work(e.network_id)
+        if work is None:
+            return
+        if e.target_veth_ip:
+            work.release(address_of(e.target_veth_ip), e.endpoint_id)
+        else:
+            work.release_endpoint(e.endpoint_id)
 
     def freeze(self, position: Position) -> AddressTable:
         """The view reached, stamped with `position`."""

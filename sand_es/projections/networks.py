@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import cast
 
 import msgspec
 
 from sand_es.events import Envelope, NetworkCreated, NetworkDeleted, Position
-from sand_es.projections.cow import CowMap
+from sand_es.projections.cow import CowMap, Handlers
 
 
 class Network(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -43,15 +44,16 @@ class NetworkCatalogBuilder:
     def __init__(self, view: NetworkCatalog) -> None:
         self._networks = CowMap(view.networks)
 
-    def apply(self, envelope: Envelope) -> None:
-        """Apply one event."""
-        match envelope.data:
-            case NetworkCreated() as e:
-                self._networks.set(e.network_id, _network(e, envelope))
-            case NetworkDeleted(network_id=network_id):
-                self._networks.discard(network_id)
-            case _:
-                pass
+    def handlers(self) -> Handlers:
+        """The function applying each event type this view changes on."""
+        return {NetworkCreated: self._on_created, NetworkDeleted: self._on_deleted}
+
+    def _on_created(self, envelope: Envelope) -> None:
+        e = cast(NetworkCreated, envelope.data)
+        self._networks.set(e.network_id, _network(e, envelope))
+
+    def _on_deleted(self, envelope: Envelope) -> None:
+        self._networks.discard(cast(NetworkDeleted, envelope.data).network_id)
 
     def freeze(self, position: Position) -> NetworkCatalog:
         """The view reached, stamped with `position`."""

@@ -9,6 +9,7 @@ programming entries for deactivated endpoints).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import msgspec
 
@@ -21,7 +22,7 @@ from sand_es.events import (
     NetworkDeleted,
     Position,
 )
-from sand_es.projections.cow import CowMap
+from sand_es.projections.cow import CowMap, Handlers
 
 
 class Peer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -73,24 +74,36 @@ class PeerMapBuilder:
         self._touched: dict[tuple[str, str], CowMap[str, Peer]] = {}
         self._touched_networks: dict[str, CowMap[str, HostPeers]] = {}
 
-    def apply(self, envelope: Envelope) -> None:
-        """Apply one event."""
-        match envelope.data:
-            case EndpointAdded() as e:
-                self._known.set(e.endpoint_id, _peer(e))
-            case EndpointActivated(endpoint_id=eid):
-                peer = self._known.get(eid)
-                if peer is not None:
-                    self._host(peer.network_id, peer.hostname).set(eid, peer)
-            case EndpointDeactivated(endpoint_id=eid):
-                self._forget_active(eid)
-            case EndpointRemoved(endpoint_id=eid):
-                self._forget_active(eid)
-                self._known.discard(eid)
-            case NetworkDeleted(network_id=network_id):
-                self._drop_network(network_id)
-            case _:
-                pass
+    def handlers(self) -> Handlers:
+        """The function applying each event type this view changes on."""
+        return {
+            EndpointAdded: self._on_added,
+            EndpointActivated: self._on_activated,
+            EndpointDeactivated: self._on_deactivated,
+            EndpointRemoved: self._on_removed,
+            NetworkDeleted: self._on_network_deleted,
+        }
+
+    def _on_added(self, envelope: Envelope) -> None:
+        e = cast(EndpointAdded, envelope.data)
+        self._known.set(e.endpoint_id, _peer(e))
+
+    def _on_activated(self, envelope: Envelope) -> None:
+        endpoint_id = cast(EndpointActivated, envelope.data).endpoint_id
+        peer = self._known.get(endpoint_id)
+        if peer is not None:
+            self._host(peer.network_id, peer.hostname).set(endpoint_id, peer)
+
+    def _on_deactivated(self, envelope: Envelope) -> None:
+        self._forget_active(cast(EndpointDeactivated, envelope.data).endpoint_id)
+
+    def _on_removed(self, envelope: Envelope) -> None:
+        endpoint_id = cast(EndpointRemoved, envelope.data).endpoint_id
+        self._forget_active(endpoint_id)
+        self._known.discard(endpoint_id)
+
+    def _on_network_deleted(self, envelope: Envelope) -> None:
+        self._drop_network(cast(NetworkDeleted, envelope.data).network_id)
 
     def freeze(self, position: Position) -> PeerMap:
         """The view reached, stamped with `position`."""

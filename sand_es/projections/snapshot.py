@@ -10,12 +10,14 @@ would leave a hole in the sequence is refused: views never skip an event.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import msgspec
 
 from sand_es.errors import LogCorrupt
-from sand_es.events import Envelope, Position, Record
+from sand_es.events import EVENT_TYPES, Envelope, Event, Position, Record
+from sand_es.projections.cow import Handlers
 from sand_es.projections.endpoints import EndpointCatalog, EndpointCatalogBuilder
 from sand_es.projections.ipam import AddressTable, AddressTableBuilder
 from sand_es.projections.networks import NetworkCatalog, NetworkCatalogBuilder
@@ -53,6 +55,7 @@ class SnapshotBuilder:
         self._vnis = VniTableBuilder(snapshot.vnis)
         self._addresses = AddressTableBuilder(snapshot.addresses)
         self._peers = PeerMapBuilder(snapshot.peers)
+        self._routes = _routes(self._networks, self._endpoints, self._vnis, self._addresses, self._peers)
 
     @property
     def position(self) -> Position:
@@ -61,13 +64,19 @@ class SnapshotBuilder:
 
     def add(self, records: Iterable[Record]) -> None:
         """Apply every record after the current position, refusing gaps."""
-        for record in records:
-            if record.seq <= self._seq:
-                continue
-            if record.seq != self._seq + 1:
-                raise LogCorrupt(f"log gap: event {self._seq + 1} missing before {record.seq}")
-            self._apply(record.envelope)
-            self._seq, self._rev = record.seq, record.rev
+        routes, seq, rev = self._routes, self._seq, self._rev
+        try:
+            for record in records:
+                if record.seq <= seq:
+                    continue
+                if record.seq != seq + 1:
+                    raise LogCorrupt(f"log gap: event {seq + 1} missing before {record.seq}")
+                envelope = record.envelope
+                for handle in routes[type(envelope.data)]:
+                    handle(envelope)
+                seq, rev = record.seq, record.rev
+        finally:
+            self._seq, self._rev = seq, rev
 
     def build(self) -> Snapshot:
         """The snapshot reached so far."""
@@ -101,12 +110,15 @@ class SnapshotBuilder:
             peers=self._peers.peek(position),
         )
 
-    def _apply(self, envelope: Envelope) -> None:
-        self._networks.apply(envelope)
-        self._endpoints.apply(envelope)
-        self._vnis.apply(envelope)
-        self._addresses.apply(envelope)
-        self._peers.apply(envelope)
+
+class _Builder(Protocol):
+    def handlers(self) -> Handlers: ...
+
+
+def _routes(*builders: _Builder) -> dict[type[Event], list[Callable[[Envelope], None]]]:
+    """Event type -> the handler of each view it concerns (a replay calls no other code)."""
+    tables = [builder.handlers() for builder in builders]
+    return {kind: [table[kind] for table in tables if kind in table] for kind in EVENT_TYPES}
 
 
 def fold(snapshot: Snapshot, records: Iterable[Record]) -> Snapshot:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import msgspec
 
 from sand_es.events import Envelope, NetworkCreated, NetworkDeleted, Position
-from sand_es.projections.cow import CowMap
+from sand_es.projections.cow import CowMap, Handlers
 
 
 class VniTable(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,18 +43,19 @@ class VniTableBuilder:
         self._of_network = CowMap(view.of_network)
         self._holders = CowMap(view.holders)
 
-    def apply(self, envelope: Envelope) -> None:
-        """Apply one event."""
-        match envelope.data:
-            case NetworkCreated(network_id=network_id, vxlan_vni=vni):
-                self._release(network_id)  # a re-created id (hand-made log) moves to its new VNI
-                self._owners.set(vni, network_id)
-                self._of_network.set(network_id, vni)
-                self._holders.set(vni, (self._holders.get(vni) or 0) + 1)
-            case NetworkDeleted(network_id=network_id):
-                self._release(network_id)
-            case _:
-                pass
+    def handlers(self) -> Handlers:
+        """The function applying each event type this view changes on."""
+        return {NetworkCreated: self._on_created, NetworkDeleted: self._on_deleted}
+
+    def _on_created(self, envelope: Envelope) -> None:
+        e = cast(NetworkCreated, envelope.data)
+        self._release(e.network_id)  # a re-created id (hand-made log) moves to its new VNI
+        self._owners.set(e.vxlan_vni, e.network_id)
+        self._of_network.set(e.network_id, e.vxlan_vni)
+        self._holders.set(e.vxlan_vni, (self._holders.get(e.vxlan_vni) or 0) + 1)
+
+    def _on_deleted(self, envelope: Envelope) -> None:
+        self._release(cast(NetworkDeleted, envelope.data).network_id)
 
     def freeze(self, position: Position) -> VniTable:
         """The view reached, stamped with `position`."""

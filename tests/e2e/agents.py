@@ -1,0 +1,149 @@
+"""Real agents (`sand-es agent`) as subprocesses: started with an environment, awaited, stopped by PID.
+
+Each agent only ever signals the process it started itself, through its `Popen` object.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Final
+
+import httpx
+
+AGENT_COMMAND: Final = [sys.executable, "-c", "from sand_es.cli import main; main()", "agent"]
+#: A well-formed endpoint id nobody uses: DELETE on it is 404 once the agent has caught up, 503 before.
+NOBODY: Final = "00000000-0000-4000-8000-000000000000"
+READY_TIMEOUT: Final = 20.0
+STOP_TIMEOUT: Final = 10.0
+
+# Every variable an agent reads: the tests' environment must not leak into theirs.
+_AGENT_VARIABLES: Final = (
+    "HTTP_HOST",
+    "HTTP_PORT",
+    "PORT",
+    "HTTPPORT",
+    "HTTP_TLS_CERT",
+    "HTTP_TLS_KEY",
+    "HTTP_TLS_CA",
+    "MAX_BODY_BYTES",
+    "PEER_HOSTNAME",
+    "PUBLIC_HOSTNAME",
+    "PEER_IP",
+    "PUBLIC_IP",
+    "API_HOSTNAME",
+    "NETNS_PATH",
+    "NETNSPATH",
+    "NETNS_PREFIX",
+    "NETNSPREFIX",
+    "DOCKER_NETNS_PATH",
+    "MAX_VNI",
+    "DEFAULT_MTU",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "ETCD_HOSTS",
+    "ETCD_PREFIX",
+    "ETCD_CACERT",
+    "ETCD_TLS_CERT",
+    "ETCD_TLS_KEY",
+    "ETCD_TLS_SERVER_NAME",
+    "ETCD_APPEND_TIMEOUT",
+    "ETCD_READ_TIMEOUT",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 right now."""
+    # Hold every socket open until all ports are known, so the kernel hands out distinct ones.
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def agent_environment(variables: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any agent setting, plus `variables`."""
+    inherited = {key: value for key, value in os.environ.items() if key not in _AGENT_VARIABLES}
+    return {**inherited, **variables}
+
+
+class AgentProcess:
+    """One `sand-es agent` subprocess, its stderr in a file."""
+
+    def __init__(self, name: str, variables: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.port = int(variables["PORT"])
+        scheme = "https" if variables.get("HTTP_TLS_CERT") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.stderr_path = log_dir / f"{name}.stderr"
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                AGENT_COMMAND,
+                env=agent_environment(variables),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    @property
+    def pid(self) -> int:
+        """The agent's process id."""
+        return self.process.pid
+
+    def stderr(self) -> str:
+        """What the agent wrote to stderr so far (its JSON log lines)."""
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_ready(self, *, verify: ssl.SSLContext | bool = True) -> None:
+        """Wait until the agent serves GET /version and accepts writes (it has caught up with the log)."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        with httpx.Client(base_url=self.url, verify=verify, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise AssertionError(
+                        f"agent {self.name} exited with {self.process.returncode}:\n{self.stderr()}"
+                    )
+                try:
+                    if (
+                        200 == client.get("/version").status_code
+                        and 404 == client.delete(f"/endpoints/{NOBODY}").status_code
+                    ):
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"agent {self.name} not ready after {READY_TIMEOUT:g} s:\n{self.stderr()}")
+
+    def stop(self) -> int:
+        """SIGTERM the agent, SIGKILL it if it has not exited 10 s later; its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+#: `launch(name, variables)`: start an agent that the fixture stops at the end of the test.
+Launcher = Callable[[str, dict[str, str]], AgentProcess]
+
+
+def client_context(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """A TLS client context trusting `ca`, presenting `cert`/`key` when given."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key) if key is not None else None)
+    return context

@@ -233,14 +233,16 @@ def _int(environ: Mapping[str, str], name: str, default: int, *, low: int, high:
 
 
 def _ipv4(environ: Mapping[str, str], *names: str) -> str:
+    """The first of `names` set, each set one checked (a typo in the unused one is still a typo)."""
+    found = []
     for name in names:
         value = environ.get(name)
         if value:
             try:
-                return str(ipaddress.IPv4Address(value))
+                found.append(str(ipaddress.IPv4Address(value)))
             except ValueError:
                 raise ConfigError(f"{name}={value!r}: expected an IPv4 address") from None
-    return ""
+    return found[0] if found else ""
 
 
 def _directory(environ: Mapping[str, str], names: tuple[str, ...], default: str) -> str:

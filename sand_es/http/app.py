@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,6 +28,17 @@ from sand_es.http.openapi import document
 from sand_es.http.responses import JSON
 from sand_es.service import Service
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _route(path: str, **by_method: Handler) -> Route:
+    """One route per path, so a 405 lists every method the path allows in `Allow`."""
+
+    async def dispatch(request: Request) -> Response:
+        return await by_method[request.method if request.method != "HEAD" else "GET"](request)
+
+    return Route(path, dispatch, methods=list(by_method), name=path)
+
 
 def create_app(service: Service, settings: AgentSettings) -> Starlette:
     """The API over `service`; the caller runs the views' tail and owns the service."""
@@ -37,16 +48,13 @@ def create_app(service: Service, settings: AgentSettings) -> Starlette:
         return JSON(openapi)
 
     routes = [
-        Route("/version", handlers.version, methods=["GET"]),
-        Route("/health", handlers.health, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/networks", handlers.list_networks, methods=["GET"]),
-        Route("/networks", handlers.create_network, methods=["POST"]),
-        Route("/networks/{id}", handlers.show_network, methods=["GET"]),
-        Route("/networks/{id}", handlers.delete_network, methods=["DELETE"]),
-        Route("/endpoints", handlers.list_endpoints, methods=["GET"]),
-        Route("/endpoints", handlers.create_endpoint, methods=["POST"]),
-        Route("/endpoints/{id}", handlers.delete_endpoint, methods=["DELETE"]),
+        _route("/version", GET=handlers.version),
+        _route("/health", GET=handlers.health),
+        _route("/openapi.json", GET=openapi_json),
+        _route("/networks", GET=handlers.list_networks, POST=handlers.create_network),
+        _route("/networks/{id}", GET=handlers.show_network, DELETE=handlers.delete_network),
+        _route("/endpoints", GET=handlers.list_endpoints, POST=handlers.create_endpoint),
+        _route("/endpoints/{id}", DELETE=handlers.delete_endpoint),
     ]
     handlers_by_error: Mapping[Any, Any] = {
         SandError: on_error,

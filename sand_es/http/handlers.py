@@ -58,7 +58,7 @@ async def list_networks(request: Request) -> Response:
 
 async def show_network(request: Request) -> Response:
     """`GET /networks/{id}`"""
-    network = _snapshot(request).networks.get(request.path_params["id"])
+    network = _snapshot(request).networks.get(_path_id(request))
     if network is None:
         raise NotFound("network not found")
     return JSON(schemas.NetworkResponse(network=_network(_settings(request), network)))
@@ -85,15 +85,16 @@ async def create_network(request: Request) -> Response:
 
 async def delete_network(request: Request) -> Response:
     """`DELETE /networks/{id}`: refused while the network has endpoints."""
-    await _execute(request, DeleteNetwork(network_id=request.path_params["id"]))
+    await _execute(request, DeleteNetwork(network_id=_path_id(request)))
     return Response(status_code=204)
 
 
 async def list_endpoints(request: Request) -> Response:
     """`GET /endpoints?network_id=&hostname=`: either filter, both, or none."""
     query = request.query_params
+    network_id = query.get("network_id")
     selected = _snapshot(request).endpoints.select(
-        network_id=query.get("network_id") or None, hostname=query.get("hostname") or None
+        network_id=network_id.lower() if network_id else None, hostname=query.get("hostname") or None
     )
     ordered = sorted(selected, key=lambda e: e.endpoint_id)
     return JSON(schemas.EndpointsResponse(endpoints=[views.endpoint(e) for e in ordered]))
@@ -110,7 +111,7 @@ async def create_endpoint(request: Request) -> Response:
         roots = (settings.netns_path, settings.docker_netns_path)
         path = check_netns_path(body.target_netns_path, roots=roots)
     command = AddEndpoint(
-        network_id=body.network_id,
+        network_id=body.network_id.lower(),
         hostname=settings.hostname,
         host_ip=settings.host_ip,
         api_hostname=settings.api_hostname,
@@ -129,8 +130,13 @@ async def create_endpoint(request: Request) -> Response:
 
 async def delete_endpoint(request: Request) -> Response:
     """`DELETE /endpoints/{id}`: from any agent; the owner's host does the kernel work."""
-    await _execute(request, RemoveEndpoint(endpoint_id=request.path_params["id"]))
+    await _execute(request, RemoveEndpoint(endpoint_id=_path_id(request)))
     return Response(status_code=204)
+
+
+def _path_id(request: Request) -> str:
+    # Ids are stored in canonical lower case; SAND clients may send them as they spelt them.
+    return str(request.path_params["id"]).lower()
 
 
 def _settings(request: Request) -> AgentSettings:

@@ -33,7 +33,8 @@ def _json(name: str, description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     meaning = {
         400: "malformed or impossible request",
-        404: "no such network or endpoint",
+        404: "no such network or endpoint (or, for a create retried with its Idempotency-Key, "
+        "it was deleted since)",
         409: "conflicts with the current state",
         413: "request body too large",
         503: "etcd unreachable, or the agent is catching up",
@@ -82,7 +83,7 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json("NetworkResponse", "the network"),
-                    **_errors(400, 409, 413, 503),
+                    **_errors(400, 404, 409, 413, 503),
                 },
             },
         },

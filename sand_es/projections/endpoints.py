@@ -48,8 +48,9 @@ class EndpointCatalog(msgspec.Struct, frozen=True, kw_only=True):
     """Endpoints by id, as of `position`, with the indexes deciders check uniqueness in.
 
     `macs` maps "<network_id>/<mac>" and `devices` "<hostname>/<target veth name>" to
-    an endpoint id (string keys keep the views encodable as JSON); `counts` gives each network's number of endpoints. They keep
-    every decision O(1) however many endpoints exist.
+    an endpoint id (string keys keep the views encodable as JSON); `counts` gives each
+    network's number of endpoints. They keep every decision O(1) however many
+    endpoints exist.
     """
 
     position: Position = Position()

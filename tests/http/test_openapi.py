@@ -107,15 +107,6 @@ class TestDocument:
         assert (200, "application/json") == (response.status_code, response.headers["content-type"])
         assert document() == response.json()
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason=(
-            "sand_es/http/openapi.py:_paths: POST /networks answers 404 when a replayed Idempotency-Key's "
-            "network was deleted since (handlers.py:create_network), but the document lists only "
-            "400, 409, 413 and 503"
-        ),
-    )
     async def test_documents_the_404_of_a_replayed_create(self) -> None:
         """A retried POST /networks whose network was deleted since answers a status the document lists."""
         with scratch_directory("sand-es-netns-") as netns:

@@ -226,9 +226,15 @@ class Service:
         speculative = SnapshotBuilder(snapshot)
         group = _Group()
         events = size = 0
+        unfolded: list[Record] = []
         for pending in waiting:
             if pending.command_id in group.ids:
                 continue
+            # Fold the previous member's events only now that another command is to be
+            # decided: a lone command (the common case when idle) costs no speculative
+            # fold at all, only the one that publishes it.
+            speculative.add(unfolded)
+            unfolded = []
             try:
                 # peek, not build: the decider reads the snapshot and lets it go, so
                 # the group's speculative state is not copied for every command.
@@ -251,7 +257,7 @@ class Service:
                 break
             group.add(pending, PendingCommand(pending.command_id, envelopes))
             first = speculative.position.seq + 1
-            speculative.add(Record(first + i, 0, e) for i, e in enumerate(envelopes))
+            unfolded = [Record(first + i, 0, e) for i, e in enumerate(envelopes)]
             events, size = events + len(envelopes), size + cost
         return group
 

@@ -72,7 +72,13 @@ async def run(settings: AgentSettings) -> None:
     """Run one agent until it is told to stop."""
     event_log = await EtcdLog.connect(settings.etcd)
     views = LiveViews()
-    service = Service(event_log, views, actor=settings.hostname, policy=policy_of(settings))
+    service = Service(
+        event_log,
+        views,
+        actor=settings.hostname,
+        policy=policy_of(settings),
+        resolve_timeout=settings.etcd.read_timeout,
+    )
     server = _Server(server_config(create_app(service, settings), settings))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -329,7 +329,11 @@ class Service:
                 with attempt:
                     landed = await self._log.lookup_command(first)
         except LogUnavailable:
-            self._fail([p for p, _ in group.members], waiting, exc)
+            unknown = OutcomeUnknown(
+                f"etcd did not confirm the write and cannot be reached to check it ({exc}); "
+                "the command may or may not have been applied: retry it with the same Idempotency-Key"
+            )
+            self._fail([p for p, _ in group.members], waiting, unknown)
             return True
         if landed is None:
             log.info("unconfirmed append did not land; deciding again", command_id=first)

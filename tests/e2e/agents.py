@@ -19,8 +19,6 @@ from typing import Final
 import httpx
 
 AGENT_COMMAND: Final = [sys.executable, "-c", "from sand_es.cli import main; main()", "agent"]
-#: A well-formed endpoint id nobody uses: DELETE on it is 404 once the agent has caught up, 503 before.
-NOBODY: Final = "00000000-0000-4000-8000-000000000000"
 READY_TIMEOUT: Final = 20.0
 STOP_TIMEOUT: Final = 10.0
 
@@ -115,10 +113,7 @@ class AgentProcess:
                         f"agent {self.name} exited with {self.process.returncode}:\n{self.stderr()}"
                     )
                 try:
-                    if (
-                        200 == client.get("/version").status_code
-                        and 404 == client.delete(f"/endpoints/{NOBODY}").status_code
-                    ):
+                    if 200 == client.get("/health").status_code:
                         return
                 except httpx.TransportError:
                     pass

@@ -1,0 +1,53 @@
+"""An agent whose etcd goes away answers 503 with a JSON error, then recovers by itself."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.agents import Launcher, free_ports
+from tests.support.etcd_server import EtcdServer
+
+pytestmark = pytest.mark.etcd
+
+
+class TestEtcdOutage:
+    def test_writes_answer_503_while_etcd_is_down_and_work_after(
+        self, launch: Launcher, fresh_etcd: EtcdServer, scratch: Path
+    ) -> None:
+        """With etcd stopped a write gets 503 and an error body; with etcd back it works again."""
+        [port] = free_ports(1)
+        agent = launch(
+            "host-a",
+            {
+                "ETCD_HOSTS": fresh_etcd.url,
+                "ETCD_APPEND_TIMEOUT": "1",
+                "ETCD_READ_TIMEOUT": "2",
+                "PORT": str(port),
+                "HTTP_HOST": "127.0.0.1",
+                "PEER_HOSTNAME": "host-a",
+                "NETNS_PATH": str(scratch / "netns"),
+            },
+        )
+        agent.wait_ready()
+        with httpx.Client(base_url=agent.url, timeout=30) as client:
+            assert 201 == client.post("/networks", json={"ip_range": "198.18.8.0/24"}).status_code
+            fresh_etcd.stop()
+            started = time.monotonic()
+            refused = client.post("/networks", json={"ip_range": "198.18.9.0/24"})
+            assert (503, True) == (refused.status_code, "etcd" in refused.json()["error"])
+            assert time.monotonic() - started < 15
+            assert 200 == client.get("/networks").status_code  # reads still answer from the views
+
+            fresh_etcd.restart()
+            deadline = time.monotonic() + 20
+            while (answer := client.post("/networks", json={"ip_range": "198.18.9.0/24"})).status_code == 503:
+                assert time.monotonic() < deadline, answer.text
+                time.sleep(0.2)
+            assert 201 == answer.status_code
+            assert ["198.18.8.0/24", "198.18.9.0/24"] == sorted(
+                n["ip_range"] for n in client.get("/networks").json()["networks"]
+            )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Final
 
 import httpx
+
+from tests.support.etcd_server import free_loopback_ports
 
 AGENT_COMMAND: Final = [sys.executable, "-c", "from sand_es.cli import main; main()", "agent"]
 READY_TIMEOUT: Final = 20.0
@@ -57,17 +58,7 @@ _AGENT_VARIABLES: Final = (
 )
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports free on 127.0.0.1 right now."""
-    # Hold every socket open until all ports are known, so the kernel hands out distinct ones.
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+free_ports = free_loopback_ports
 
 
 def agent_environment(variables: Mapping[str, str]) -> dict[str, str]:

@@ -11,7 +11,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from sand_es import __version__
 from sand_es.cli import app, parse_duration
 from sand_es.client import SandApiError, SandClient, SandConnectionError
 from sand_es.http.schemas import Endpoint, EndpointResponse, EndpointsResponse, Network, NetworkResponse
+from tests.e2e.agents import free_ports
 from tests.support.etcd_server import EtcdServer, TlsFiles
 
 _START_TIMEOUT = 15.0
@@ -55,10 +55,8 @@ class Agent:
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    [port] = free_ports(1)
+    return port
 
 
 def _ready(url: str, verify: ssl.SSLContext | bool) -> bool:

@@ -90,13 +90,14 @@ def _write_leaf(leaf: trustme.LeafCert, cert_path: Path, key_path: Path) -> None
     leaf.private_key_pem.write_to_path(str(key_path))
 
 
-def _free_loopback_ports(count: int) -> list[int]:
+def free_loopback_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 right now."""
     # Hold every socket open until all ports are known, so the kernel hands out distinct ones.
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for sock in sockets:
             sock.bind((_LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        return [int(sock.getsockname()[1]) for sock in sockets]
     finally:
         for sock in sockets:
             sock.close()
@@ -178,7 +179,7 @@ class EtcdServer:
         if self._tmpdir is not None:
             raise RuntimeError("EtcdServer already started; use restart()")
         self._tmpdir = Path(tempfile.mkdtemp(prefix="sand-es-etcd-"))
-        client_port, peer_port = _free_loopback_ports(2)
+        client_port, peer_port = free_loopback_ports(2)
         self._ports = (client_port, peer_port)
         self._launch()
 

@@ -23,13 +23,15 @@ class VniTable(msgspec.Struct, frozen=True, kw_only=True):
     owners: Mapping[int, str] = {}
     of_network: Mapping[str, int] = {}
     holders: Mapping[int, int] = {}
+    hint: int = 1
 
     def lowest_free(self, maximum: int) -> int | None:
         """The lowest VNI in [1, maximum] no network holds, or None when all are taken.
 
-        Gaps left by deleted networks are reused first, as SAND does.
+        Gaps left by deleted networks are reused first, as SAND does. `hint`, kept by
+        the fold, is a lower bound of the answer, so a create does not rescan every VNI.
         """
-        vni = 1
+        vni = self.hint
         while vni in self.owners:
             vni += 1
         return vni if vni <= maximum else None
@@ -42,6 +44,7 @@ class VniTableBuilder:
         self._owners = CowMap(view.owners)
         self._of_network = CowMap(view.of_network)
         self._holders = CowMap(view.holders)
+        self._hint = view.hint
 
     def handlers(self) -> Handlers:
         """The function applying each event type this view changes on."""
@@ -53,6 +56,8 @@ class VniTableBuilder:
         self._owners.set(e.vxlan_vni, e.network_id)
         self._of_network.set(e.network_id, e.vxlan_vni)
         self._holders.set(e.vxlan_vni, (self._holders.get(e.vxlan_vni) or 0) + 1)
+        while self._hint in self._owners:
+            self._hint += 1
 
     def _on_deleted(self, envelope: Envelope) -> None:
         self._release(cast(NetworkDeleted, envelope.data).network_id)
@@ -64,6 +69,7 @@ class VniTableBuilder:
             owners=self._owners.freeze(),
             of_network=self._of_network.freeze(),
             holders=self._holders.freeze(),
+            hint=self._hint,
         )
 
     def peek(self, position: Position) -> VniTable:
@@ -73,6 +79,7 @@ class VniTableBuilder:
             owners=self._owners.peek(),
             of_network=self._of_network.peek(),
             holders=self._holders.peek(),
+            hint=self._hint,
         )
 
     def _release(self, network_id: str) -> None:
@@ -84,6 +91,7 @@ class VniTableBuilder:
         if left == 0:
             self._holders.discard(vni)
             self._owners.discard(vni)
+            self._hint = min(self._hint, vni)
             return
         self._holders.set(vni, left)
         if self._owners.get(vni) == network_id:

@@ -4,6 +4,7 @@ from sand_es.projections.endpoints import Endpoint, EndpointCatalog
 from sand_es.projections.ipam import AddressTable, Pool
 from sand_es.projections.networks import Network, NetworkCatalog
 from sand_es.projections.peers import Peer, PeerMap
+from sand_es.projections.sharded import FrozenMap, encode_hook
 from sand_es.projections.snapshot import EMPTY, Snapshot, SnapshotBuilder, fold
 from sand_es.projections.vnis import VniTable
 
@@ -12,6 +13,7 @@ __all__ = [
     "AddressTable",
     "Endpoint",
     "EndpointCatalog",
+    "FrozenMap",
     "Network",
     "NetworkCatalog",
     "Peer",
@@ -20,5 +22,6 @@ __all__ = [
     "Snapshot",
     "SnapshotBuilder",
     "VniTable",
+    "encode_hook",
     "fold",
 ]

@@ -16,7 +16,8 @@ from sand_es.events import (
     Envelope,
     Position,
 )
-from sand_es.projections.cow import CowMap, Handlers
+from sand_es.projections.cow import Handlers
+from sand_es.projections.sharded import ShardedCowMap
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -89,10 +90,10 @@ class EndpointCatalogBuilder:
     """Folds events into the next `EndpointCatalog`."""
 
     def __init__(self, view: EndpointCatalog) -> None:
-        self._endpoints = CowMap(view.endpoints)
-        self._macs = CowMap(view.macs)
-        self._devices = CowMap(view.devices)
-        self._counts = CowMap(view.counts)
+        self._endpoints = ShardedCowMap(view.endpoints)
+        self._macs = ShardedCowMap(view.macs)
+        self._devices = ShardedCowMap(view.devices)
+        self._counts = ShardedCowMap(view.counts)
 
     def handlers(self) -> Handlers:
         """The function applying each event type this view changes on."""
@@ -164,7 +165,7 @@ class EndpointCatalogBuilder:
             self._endpoints.set(endpoint_id, msgspec.structs.replace(endpoint, **changes))
 
 
-def _discard_if(index: CowMap[str, str], key: str, endpoint_id: str) -> None:
+def _discard_if(index: ShardedCowMap[str, str], key: str, endpoint_id: str) -> None:
     if index.get(key) == endpoint_id:
         index.discard(key)
 

@@ -24,6 +24,7 @@ from sand_es.events import (
     Position,
 )
 from sand_es.projections.cow import CowMap, Handlers
+from sand_es.projections.sharded import ShardedCowMap
 
 
 class Pool(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -141,7 +142,7 @@ class AddressTableBuilder:
     """Folds events into the next `AddressTable`."""
 
     def __init__(self, view: AddressTable) -> None:
-        self._pools = CowMap(view.pools)
+        self._pools = ShardedCowMap(view.pools)
         self._touched: dict[str, _PoolWork] = {}
 
     def handlers(self) -> Handlers:

@@ -9,7 +9,8 @@ from typing import cast
 import msgspec
 
 from sand_es.events import Envelope, NetworkCreated, NetworkDeleted, Position
-from sand_es.projections.cow import CowMap, Handlers
+from sand_es.projections.cow import Handlers
+from sand_es.projections.sharded import ShardedCowMap
 
 
 class Network(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -42,7 +43,7 @@ class NetworkCatalogBuilder:
     """Folds events into the next `NetworkCatalog` (see `sand_es.projections.cow`)."""
 
     def __init__(self, view: NetworkCatalog) -> None:
-        self._networks = CowMap(view.networks)
+        self._networks = ShardedCowMap(view.networks)
 
     def handlers(self) -> Handlers:
         """The function applying each event type this view changes on."""

@@ -23,6 +23,7 @@ from sand_es.events import (
     Position,
 )
 from sand_es.projections.cow import CowMap, Handlers
+from sand_es.projections.sharded import ShardedCowMap
 
 
 class Peer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -69,8 +70,8 @@ class PeerMapBuilder:
     """Folds events into the next `PeerMap`."""
 
     def __init__(self, view: PeerMap) -> None:
-        self._known = CowMap(view.known)
-        self._networks = CowMap(view.networks)
+        self._known = ShardedCowMap(view.known)
+        self._networks = ShardedCowMap(view.networks)
         self._touched: dict[tuple[str, str], CowMap[str, Peer]] = {}
         self._touched_networks: dict[str, CowMap[str, HostPeers]] = {}
 

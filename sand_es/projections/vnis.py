@@ -8,7 +8,8 @@ from typing import cast
 import msgspec
 
 from sand_es.events import Envelope, NetworkCreated, NetworkDeleted, Position
-from sand_es.projections.cow import CowMap, Handlers
+from sand_es.projections.cow import Handlers
+from sand_es.projections.sharded import ShardedCowMap
 
 
 class VniTable(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,9 +42,9 @@ class VniTableBuilder:
     """Folds events into the next `VniTable`."""
 
     def __init__(self, view: VniTable) -> None:
-        self._owners = CowMap(view.owners)
-        self._of_network = CowMap(view.of_network)
-        self._holders = CowMap(view.holders)
+        self._owners = ShardedCowMap(view.owners)
+        self._of_network = ShardedCowMap(view.of_network)
+        self._holders = ShardedCowMap(view.holders)
         self._hint = view.hint
 
     def handlers(self) -> Handlers:

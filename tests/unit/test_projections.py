@@ -23,7 +23,7 @@ from sand_es.commands import (
 )
 from sand_es.errors import LogCorrupt, Rejected
 from sand_es.events import CODEC, Event, Position, Record
-from sand_es.projections import EMPTY, Network, Peer, Pool, Snapshot, SnapshotBuilder, fold
+from sand_es.projections import EMPTY, Network, Peer, Pool, Snapshot, SnapshotBuilder, encode_hook, fold
 from tests.unit.builders import (
     EP_1,
     EP_2,
@@ -584,7 +584,7 @@ class TestFold:
     def test_input_snapshot_is_never_changed(self) -> None:
         """Folding more records leaves the snapshot passed in exactly as it was."""
         snapshot = history(*PEERED)
-        before = msgspec.json.encode(snapshot)
+        before = msgspec.json.encode(snapshot, enc_hook=encode_hook)
         more: list[Event] = [
             deactivated(EP_1),
             activated(EP_1, path="/run/netns/other"),
@@ -597,7 +597,7 @@ class TestFold:
             network_created(NET_C, vni=2),
         ]
         after = extend(snapshot, *more)
-        assert (before, True) == (msgspec.json.encode(snapshot), after != snapshot)
+        assert (before, True) == (msgspec.json.encode(snapshot, enc_hook=encode_hook), after != snapshot)
 
     def test_builder_snapshots_stay_intact(self) -> None:
         """A snapshot built midway by a builder is not changed by records the builder adds later."""
@@ -605,10 +605,10 @@ class TestFold:
         builder = SnapshotBuilder(EMPTY)
         builder.add(log[:8])
         first = builder.build()
-        before = msgspec.json.encode(first)
+        before = msgspec.json.encode(first, enc_hook=encode_hook)
         builder.add(log[8:])
         last = builder.build()
-        assert (before, fold(EMPTY, log)) == (msgspec.json.encode(first), last)
+        assert (before, fold(EMPTY, log)) == (msgspec.json.encode(first, enc_hook=encode_hook), last)
 
 
 # ---- property: any valid history folds the same, however it is cut into batches ----

@@ -9,13 +9,8 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
-import signal
 import ssl
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import msgspec
 import pytest
 from typer.testing import CliRunner, Result
@@ -32,11 +26,9 @@ from sand_es import __version__
 from sand_es.cli import app, parse_duration
 from sand_es.client import SandApiError, SandClient, SandConnectionError
 from sand_es.http.schemas import Endpoint, EndpointResponse, EndpointsResponse, Network, NetworkResponse
-from tests.e2e.agents import free_ports
+from tests.e2e.agents import AgentProcess, client_context, free_ports
 from tests.support.etcd_server import EtcdServer, TlsFiles
 
-_START_TIMEOUT = 15.0
-_STOP_TIMEOUT = 10.0
 _HOSTNAME = "host-a"
 
 
@@ -59,39 +51,17 @@ def _free_port() -> int:
     return port
 
 
-def _ready(url: str, verify: ssl.SSLContext | bool) -> bool:
-    """Whether the agent answers and accepts writes (it refuses them with 503 while replaying)."""
-    try:
-        with httpx.Client(base_url=url, timeout=1.0, verify=verify) as http:
-            return http.get("/health").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @contextlib.contextmanager
 def running_agent(
     etcd_server: EtcdServer, prefix: str, directory: Path, tls: TlsFiles | None = None
 ) -> Iterator[Agent]:
     """An agent on a free loopback port (HTTPS with client certificates if `tls`), SIGTERMed on exit."""
-    port = _free_port()
     netns_dir = directory / "netns"
     netns_dir.mkdir()
-    log_path = directory / "agent.log"
-    env = {
-        **os.environ,
+    variables = {
         "ETCD_HOSTS": etcd_server.url,
         "ETCD_PREFIX": prefix,
-        "PORT": str(port),
+        "PORT": str(_free_port()),
         "HTTP_HOST": "127.0.0.1",
         "PEER_HOSTNAME": _HOSTNAME,
         "PEER_IP": "192.0.2.1",
@@ -100,35 +70,18 @@ def running_agent(
     }
     verify: ssl.SSLContext | bool = True
     if tls is not None:
-        env |= {
+        variables |= {
             "HTTP_TLS_CERT": str(tls.server_cert),
             "HTTP_TLS_KEY": str(tls.server_key),
             "HTTP_TLS_CA": str(tls.ca_cert),
         }
-        verify = ssl.create_default_context(cafile=str(tls.ca_cert))
-        verify.load_cert_chain(tls.client_cert, tls.client_key)
-    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from sand_es.cli import main; main()", "agent"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        verify = client_context(tls.ca_cert, tls.client_cert, tls.client_key)
+    process = AgentProcess(_HOSTNAME, variables, directory)
     try:
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not _ready(url, verify):
-            if process.poll() is not None:
-                raise RuntimeError(f"the agent exited with {process.returncode}:\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"no answer from the agent in {_START_TIMEOUT:g} s:\n{log_path.read_text()}"
-                )
-            time.sleep(0.05)
-        yield Agent(url=url, pid=process.pid, log_path=log_path)
+        process.wait_ready(verify=verify)
+        yield Agent(url=process.url, pid=process.pid, log_path=process.stderr_path)
     finally:
-        _stop(process)
+        process.stop()
 
 
 @pytest.fixture

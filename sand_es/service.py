@@ -78,6 +78,19 @@ class _Pending:
         self.command_id = command_id
         self.new_id = new_id
         self.future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        # Its caller may have gone away (see `execute`): retrieve the error anyway, so
+        # asyncio does not report it as never retrieved.
+        self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def _settle(pending: _Pending, answer: Outcome | BaseException) -> None:
+    """Answer a command once; a future already answered (or cancelled) is left alone."""
+    if pending.future.done():
+        return
+    if isinstance(answer, BaseException):
+        pending.future.set_exception(answer)
+    else:
+        pending.future.set_result(answer)
 
 
 class _Group:
@@ -141,7 +154,9 @@ class Service:
         pending = _Pending(command, command_id or self._new_id(), self._new_id())
         self._ensure_writer()
         await self._queue.put(pending)
-        return await pending.future
+        # shield: a caller that goes away (an HTTP client hanging up) must not cancel
+        # the future the writer answers; the command goes on, as it would in etcd.
+        return await asyncio.shield(pending.future)
 
     async def close(self) -> None:
         """Stop the writer; queued commands fail with `LogUnavailable`."""
@@ -150,7 +165,7 @@ class Service:
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
         while not self._queue.empty():
-            self._queue.get_nowait().future.set_exception(LogUnavailable("the agent is shutting down"))
+            _settle(self._queue.get_nowait(), LogUnavailable("the agent is shutting down"))
 
     def _ensure_writer(self) -> None:
         if self._writer is None or self._writer.done():
@@ -173,8 +188,7 @@ class Service:
                     self._fail(list(waiting), waiting, exc)
         except asyncio.CancelledError:
             for pending in waiting:
-                if not pending.future.done():
-                    pending.future.set_exception(LogUnavailable("the agent is shutting down"))
+                _settle(pending, LogUnavailable("the agent is shutting down"))
             raise
 
     async def _commit_group(self, waiting: deque[_Pending]) -> None:
@@ -268,7 +282,7 @@ class Service:
                 self._fail([pending], waiting, rejection)
                 continue
             waiting.remove(pending)
-            pending.future.set_result(Outcome(command_id=pending.command_id, records=(), snapshot=snapshot))
+            _settle(pending, Outcome(command_id=pending.command_id, records=(), snapshot=snapshot))
 
     def _envelope(self, event: object, command_id: str) -> Envelope:
         return self._codec.envelope(
@@ -286,19 +300,18 @@ class Service:
             mine = tuple(records[at : at + len(command.envelopes)])
             at += len(command.envelopes)
             waiting.remove(pending)
-            pending.future.set_result(Outcome(command_id=pending.command_id, records=mine, snapshot=snapshot))
+            _settle(pending, Outcome(command_id=pending.command_id, records=mine, snapshot=snapshot))
             for twin in [p for p in waiting if p.command_id == pending.command_id]:
                 waiting.remove(twin)
-                twin.future.set_result(
-                    Outcome(command_id=twin.command_id, records=mine, snapshot=snapshot, replayed=True)
+                _settle(
+                    twin, Outcome(command_id=twin.command_id, records=mine, snapshot=snapshot, replayed=True)
                 )
 
     def _fail(self, pendings: list[_Pending], waiting: deque[_Pending], error: Exception) -> None:
         for pending in pendings:
             if pending in waiting:
                 waiting.remove(pending)
-            if not pending.future.done():
-                pending.future.set_exception(error)
+            _settle(pending, error)
 
     async def _settle_known(self, known: frozenset[str], waiting: deque[_Pending]) -> None:
         """Answer commands the log already holds with their original outcome."""
@@ -306,9 +319,9 @@ class Service:
             outcome = await self._replay(pending.command_id)
             waiting.remove(pending)
             if outcome is not None:
-                pending.future.set_result(outcome)
+                _settle(pending, outcome)
             else:  # the command key exists but its events do not: a damaged log
-                pending.future.set_exception(LogUnavailable(f"command {pending.command_id} is unreadable"))
+                _settle(pending, LogUnavailable(f"command {pending.command_id} is unreadable"))
 
     async def _settle_unknown(self, group: _Group, waiting: deque[_Pending], exc: OutcomeUnknown) -> bool:
         """Learn whether an unconfirmed append went through by reading back its command keys.

@@ -244,3 +244,19 @@ class TestStaleViews:
         b = make_service(HOST_B)
         with pytest.raises(NotFound, match=f"network {NET_B} not found"):
             await b.execute(AddEndpoint(network_id=NET_B, hostname=HOST_B))
+
+
+class TestCallerGoesAway:
+    """A caller that stops waiting (an HTTP client hanging up) does not disturb the others."""
+
+    async def test_cancelled_caller_does_not_fail_its_group(self, service: Service, log: MemoryLog) -> None:
+        """The other commands of the group succeed, and the abandoned one still lands."""
+        left = asyncio.create_task(service.execute(CreateNetwork(name="left")))
+        stays = asyncio.create_task(service.execute(CreateNetwork(name="stays")))
+        await asyncio.sleep(0)  # both are queued; the writer has not run yet
+        left.cancel()
+        outcome = await stays
+        assert "stays" == created_by(outcome).name
+        assert ["left", "stays"] == sorted(
+            r.envelope.data.name for r in await stored(log) if isinstance(r.envelope.data, NetworkCreated)
+        )

@@ -81,12 +81,16 @@ def encode_hook(value: object) -> object:
 class ShardedCowMap(Generic[K, V]):
     """A working copy of a table that copies only the shards it writes to (see `CowMap`)."""
 
-    __slots__ = ("_mine", "_shards")
+    __slots__ = ("_mine", "_shards", "_unchanged")
 
     def __init__(self, source: Mapping[K, V]) -> None:
+        # The version to hand back while nothing is written: an unchanged table keeps
+        # its identity across folds (readers may cache what they derive from it).
+        self._unchanged: FrozenMap[K, V] | None = None
         if isinstance(source, FrozenMap):
             self._shards: list[dict[K, V]] = list(source._shards)
             self._mine = [False] * _SHARDS
+            self._unchanged = source
         else:  # a plain dict (an empty default, or a hand-built view): shard it once
             self._shards = [{} for _ in range(_SHARDS)]
             for key, value in source.items():
@@ -111,6 +115,7 @@ class ShardedCowMap(Generic[K, V]):
             self._shards[index] = dict(self._shards[index])
             self._mine[index] = True
         self._shards[index][key] = value
+        self._unchanged = None
 
     def discard(self, key: K) -> None:
         """Remove `key` if present."""
@@ -120,12 +125,15 @@ class ShardedCowMap(Generic[K, V]):
                 self._shards[index] = dict(self._shards[index])
                 self._mine[index] = True
             del self._shards[index][key]
+            self._unchanged = None
 
     def peek(self) -> FrozenMap[K, V]:
         """The current contents, shared: valid only until the next write."""
-        return FrozenMap(tuple(self._shards))
+        return self._unchanged if self._unchanged is not None else FrozenMap(tuple(self._shards))
 
     def freeze(self) -> FrozenMap[K, V]:
         """The current contents, to be owned by an immutable view from now on."""
-        self._mine = [False] * _SHARDS
-        return FrozenMap(tuple(self._shards))
+        if self._unchanged is None:
+            self._mine = [False] * _SHARDS
+            self._unchanged = FrozenMap(tuple(self._shards))
+        return self._unchanged

@@ -41,3 +41,15 @@ class TestRequestLog:
         [line] = [line for line in lines if line["event"] == "request"]
         assert (400, response.json()["error"]) == (line["status"], line["error"])
         assert None is line["command_id"]
+
+
+class TestNetworkListCache:
+    async def test_the_list_follows_every_change_of_the_catalog(self, client: httpx.AsyncClient) -> None:
+        """GET /networks answers from a cached body, and a new or deleted network shows at once."""
+        first = (await client.get("/networks")).json()
+        created = (await client.post("/networks", json={"ip_range": "198.18.12.0/24"})).json()["network"]
+        listed = (await client.get("/networks")).json()
+        assert ({"networks": []}, [created["id"]]) == (first, [n["id"] for n in listed["networks"]])
+        assert listed == (await client.get("/networks")).json()
+        assert 204 == (await client.delete(f"/networks/{created['id']}")).status_code
+        assert {"networks": []} == (await client.get("/networks")).json()

@@ -544,6 +544,15 @@ class TestPeerMap:
 class TestFold:
     """`fold`: idempotent, gap-refusing, and pure."""
 
+    def test_a_table_no_event_touched_keeps_its_identity(self) -> None:
+        """Folding endpoint events hands the network table back as the same object (readers cache on it)."""
+        before = history(network_created())
+        after = extend(before, endpoint_added(EP_1))
+        assert (True, False) == (
+            after.networks.networks is before.networks.networks,
+            after.endpoints.endpoints is before.endpoints.endpoints,
+        )
+
     def test_position(self) -> None:
         """The snapshot and every view sit at the last record's seq and revision."""
         log = [Record(r.seq, 10 + 2 * r.seq, r.envelope) for r in records(PEERED)]

@@ -32,6 +32,10 @@ class Conflicting(Rejected):
     """The command clashes with the current state (HTTP 409)."""
 
 
+class KeyReused(Conflicting):
+    """A command id (an Idempotency-Key) already used for a different request (HTTP 422)."""
+
+
 class InfraError(SandError):
     """The infrastructure failed; the command may be retried later (HTTP 503)."""
 

@@ -47,7 +47,7 @@ from etcd3aio.kv import KVService
 from sand_es.config import EtcdHost, EtcdSettings
 from sand_es.errors import Conflict, LogCorrupt, LogUnavailable, OutcomeUnknown
 from sand_es.events import CODEC, START, Codec, Position, Record
-from sand_es.ports import PendingCommand, TxnLimits
+from sand_es.ports import CommandRecord, PendingCommand, TxnLimits
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +65,7 @@ _UNCLEAR: Final = (
 class _CommandKey(msgspec.Struct, frozen=True):
     first: int
     count: int
+    fingerprint: str = ""
 
 
 class _Reopen(Exception):
@@ -246,7 +247,7 @@ class EtcdLog:
             if failures > 1:
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
 
-    async def lookup_command(self, command_id: str) -> list[Record] | None:
+    async def lookup_command(self, command_id: str) -> CommandRecord | None:
         response = await self._read_rpc(
             lambda: self.kv.get(self._command_key(command_id), timeout=self._read_timeout)
         )
@@ -254,7 +255,7 @@ class EtcdLog:
             return None
         where = _command_decoder.decode(response.kvs[0].value)
         kvs = await self._range(where.first, where.first + where.count, revision=0)
-        return [self._record(kv) for kv in kvs]
+        return CommandRecord(tuple(self._record(kv) for kv in kvs), where.fingerprint)
 
     async def close(self) -> None:
         self._closed = True
@@ -268,7 +269,9 @@ class EtcdLog:
         ops = []
         seq = first
         for command in commands:
-            where = _command_encoder.encode(_CommandKey(first=seq, count=len(command.envelopes)))
+            where = _command_encoder.encode(
+                _CommandKey(first=seq, count=len(command.envelopes), fingerprint=command.fingerprint)
+            )
             for envelope in command.envelopes:
                 ops.append(KVService.txn_op_put(self._event_key(seq), self._codec.encode(envelope)))
                 records.append(Record(seq, 0, envelope))

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from sand_es.errors import Conflict
 from sand_es.events import CODEC, START, Codec, Position, Record
-from sand_es.ports import PendingCommand, TxnLimits
+from sand_es.ports import CommandRecord, PendingCommand, TxnLimits
 
 
 class MemoryLog:
@@ -22,7 +22,7 @@ class MemoryLog:
         self._codec = codec
         self._page_size = page_size
         self._stored: list[tuple[int, bytes]] = []  # (revision, encoded envelope), index = seq - 1
-        self._commands: dict[str, tuple[int, int]] = {}  # command id -> (first seq, count)
+        self._commands: dict[str, tuple[int, int, str]] = {}  # command id -> (first seq, count, fingerprint)
         self._revision = 0
         self._changed = asyncio.Condition()
         self._closed = False
@@ -42,7 +42,11 @@ class MemoryLog:
         self._revision += 1
         records = []
         for command in commands:
-            self._commands[command.command_id] = (len(self._stored) + 1, len(command.envelopes))
+            self._commands[command.command_id] = (
+                len(self._stored) + 1,
+                len(command.envelopes),
+                command.fingerprint,
+            )
             for envelope in command.envelopes:
                 self._stored.append((self._revision, self._codec.encode(envelope)))
                 records.append(self._record(len(self._stored)))
@@ -66,12 +70,12 @@ class MemoryLog:
             async with self._changed:
                 await self._changed.wait()
 
-    async def lookup_command(self, command_id: str) -> list[Record] | None:
+    async def lookup_command(self, command_id: str) -> CommandRecord | None:
         found = self._commands.get(command_id)
         if found is None:
             return None
-        first, count = found
-        return [self._record(seq) for seq in range(first, first + count)]
+        first, count, fingerprint = found
+        return CommandRecord(tuple(self._record(seq) for seq in range(first, first + count)), fingerprint)
 
     async def close(self) -> None:
         self._closed = True

@@ -16,10 +16,22 @@ from sand_es.events import Envelope, Position, Record
 
 
 class PendingCommand(msgspec.Struct, frozen=True):
-    """One command's events, waiting to be appended under its id."""
+    """One command's events, waiting to be appended under its id.
+
+    `fingerprint` identifies the request the id was given with, so that the id reused
+    for another request can be told from a retry (empty: not recorded).
+    """
 
     command_id: str
     envelopes: tuple[Envelope, ...]
+    fingerprint: str = ""
+
+
+class CommandRecord(msgspec.Struct, frozen=True):
+    """A command the log holds: the records it appended and its request's fingerprint."""
+
+    records: tuple[Record, ...]
+    fingerprint: str = ""
 
 
 class TxnLimits(msgspec.Struct, frozen=True):
@@ -75,8 +87,8 @@ class EventLog(Protocol):
         """
         ...
 
-    async def lookup_command(self, command_id: str) -> list[Record] | None:
-        """The records a command appended, or None if the log does not hold it."""
+    async def lookup_command(self, command_id: str) -> CommandRecord | None:
+        """What a command appended, or None if the log does not hold it."""
         ...
 
     async def close(self) -> None:

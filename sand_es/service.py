@@ -16,6 +16,7 @@ events (read-your-writes).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from sand_es.errors import (
     ConflictRetriesExhausted,
     InfraError,
     Invalid,
+    KeyReused,
     LogUnavailable,
     OutcomeUnknown,
     Rejected,
@@ -70,13 +72,19 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
         return self.records[-1].position if self.records else self.snapshot.position
 
 
+def fingerprint(command: Command) -> str:
+    """What identifies a request: its command, encoded (two retries of one request match)."""
+    return hashlib.sha256(msgspec.json.encode(command)).hexdigest()[:32]
+
+
 class _Pending:
-    __slots__ = ("command", "command_id", "future", "new_id")
+    __slots__ = ("command", "command_id", "fingerprint", "future", "new_id")
 
     def __init__(self, command: Command, command_id: str, new_id: str) -> None:
         self.command = command
         self.command_id = command_id
         self.new_id = new_id
+        self.fingerprint = fingerprint(command)
         self.future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         # Its caller may have gone away (see `execute`): retrieve the error anyway, so
         # asyncio does not report it as never retrieved.
@@ -145,10 +153,11 @@ class Service:
         """Carry out a command; raises `Rejected` or `InfraError`.
 
         A `command_id` makes the call idempotent: if the log already holds that
-        command, its original outcome is returned and nothing is appended again.
+        command, its original outcome is returned and nothing is appended again; if
+        it holds another command under that id, `KeyReused` is raised.
         """
         if command_id is not None:
-            done = await self._replay(command_id)
+            done = await self._replay(command_id, fingerprint(command))
             if done is not None:
                 return done
         pending = _Pending(command, command_id or self._new_id(), self._new_id())
@@ -269,7 +278,7 @@ class Service:
                     group.answers.append((pending, Invalid("the command is too large for one append")))
                     continue
                 break
-            group.add(pending, PendingCommand(pending.command_id, envelopes))
+            group.add(pending, PendingCommand(pending.command_id, envelopes, pending.fingerprint))
             first = speculative.position.seq + 1
             unfolded = [Record(first + i, 0, e) for i, e in enumerate(envelopes)]
             events, size = events + len(envelopes), size + cost
@@ -303,6 +312,10 @@ class Service:
             _settle(pending, Outcome(command_id=pending.command_id, records=mine, snapshot=snapshot))
             for twin in [p for p in waiting if p.command_id == pending.command_id]:
                 waiting.remove(twin)
+                if twin.fingerprint != pending.fingerprint:
+                    reused = f"command id {twin.command_id!r} was already used for a different request"
+                    _settle(twin, KeyReused(reused))
+                    continue
                 _settle(
                     twin, Outcome(command_id=twin.command_id, records=mine, snapshot=snapshot, replayed=True)
                 )
@@ -316,7 +329,12 @@ class Service:
     async def _settle_known(self, known: frozenset[str], waiting: deque[_Pending]) -> None:
         """Answer commands the log already holds with their original outcome."""
         for pending in [p for p in waiting if p.command_id in known]:
-            outcome = await self._replay(pending.command_id)
+            try:
+                outcome = await self._replay(pending.command_id, pending.fingerprint)
+            except KeyReused as reused:
+                waiting.remove(pending)
+                _settle(pending, reused)
+                continue
             waiting.remove(pending)
             if outcome is not None:
                 _settle(pending, outcome)
@@ -355,11 +373,14 @@ class Service:
         await self._settle_known(group.ids, waiting)
         return True
 
-    async def _replay(self, command_id: str) -> Outcome | None:
-        records = await self._log.lookup_command(command_id)
-        if records is None:
+    async def _replay(self, command_id: str, fingerprint: str) -> Outcome | None:
+        found = await self._log.lookup_command(command_id)
+        if found is None:
             return None
+        if found.fingerprint and found.fingerprint != fingerprint:
+            raise KeyReused(f"command id {command_id!r} was already used for a different request")
+        records = found.records
         snapshot = self._views.current
         if records and snapshot.position.seq < records[-1].seq:  # the tail is behind: read what is new
             snapshot = await self._views.catch_up(self._log)
-        return Outcome(command_id=command_id, records=tuple(records), snapshot=snapshot, replayed=True)
+        return Outcome(command_id=command_id, records=records, snapshot=snapshot, replayed=True)

@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sand_es.errors import Conflicting, InfraError, Invalid, NotFound, Rejected
+from sand_es.errors import Conflicting, InfraError, Invalid, KeyReused, NotFound, Rejected
 from sand_es.http.responses import error_response
 
 log = structlog.get_logger(__name__)
@@ -32,6 +32,8 @@ def status_of(error: Exception) -> int:
             return 400
         case NotFound():
             return 404
+        case KeyReused():
+            return 422  # as the IETF Idempotency-Key draft answers a key reused for another request
         case Conflicting():
             return 409
         case PayloadTooLarge():

@@ -37,6 +37,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         "it was deleted since)",
         409: "conflicts with the current state",
         413: "request body too large",
+        422: "this Idempotency-Key was already used for a different request",
         503: "etcd unreachable, or the agent is catching up",
     }
     return {str(code): _json("ErrorResponse", meaning[code]) for code in codes}
@@ -83,7 +84,7 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json("NetworkResponse", "the network"),
-                    **_errors(400, 404, 409, 413, 503),
+                    **_errors(400, 404, 409, 413, 422, 503),
                 },
             },
         },
@@ -96,7 +97,7 @@ def _paths() -> dict[str, Any]:
             "delete": {
                 "summary": "Delete a network with no endpoint left",
                 "parameters": [_path_id("network id"), _IDEMPOTENCY],
-                "responses": {"204": {"description": "deleted"}, **_errors(400, 404, 409, 503)},
+                "responses": {"204": {"description": "deleted"}, **_errors(400, 404, 409, 422, 503)},
             },
         },
         "/endpoints": {
@@ -117,7 +118,7 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json("EndpointResponse", "the endpoint"),
-                    **_errors(400, 404, 409, 413, 503),
+                    **_errors(400, 404, 409, 413, 422, 503),
                 },
             },
         },
@@ -125,7 +126,7 @@ def _paths() -> dict[str, Any]:
             "delete": {
                 "summary": "Remove an endpoint, whichever host owns it",
                 "parameters": [_path_id("endpoint id"), _IDEMPOTENCY],
-                "responses": {"204": {"description": "removed"}, **_errors(400, 404, 503)},
+                "responses": {"204": {"description": "removed"}, **_errors(400, 404, 422, 503)},
             },
         },
     }

@@ -22,7 +22,7 @@ from sand_es.events import (
     Position,
     Record,
 )
-from sand_es.ports import EventLog, PendingCommand
+from sand_es.ports import CommandRecord, EventLog, PendingCommand
 from tests.contract.conftest import LogFactory
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -79,8 +79,8 @@ class TestAppend:
             [command("a", network(1)), command("b", network(2), network(3))], expected=START
         )
         assert len({r.rev for r in appended}) == 1
-        assert appended[:1] == await log.lookup_command("a")
-        assert appended[1:] == await log.lookup_command("b")
+        assert CommandRecord(tuple(appended[:1])) == await log.lookup_command("a")
+        assert CommandRecord(tuple(appended[1:])) == await log.lookup_command("b")
 
     async def test_unknown_command_is_not_found(self, make_log: LogFactory) -> None:
         """Looking up a command the log never took gives None."""

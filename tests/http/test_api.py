@@ -939,12 +939,17 @@ class TestIdempotencyKey:
         assert head == await agent.log.head()
         assert [network_of(first)["id"]] == [n["id"] for n in networks_of(await client.get("/networks"))]
 
-    async def test_the_first_outcome_wins_over_a_changed_body(self, client: httpx.AsyncClient) -> None:
-        """A retry with the same key but another body still answers the network the first request made."""
+    async def test_the_key_reused_with_another_body_is_422(
+        self, agent: InProcessAgent, client: httpx.AsyncClient
+    ) -> None:
+        """The same key with another body is refused with 422 and creates nothing more."""
         headers = {"Idempotency-Key": "create-2"}
         first = await client.post("/networks", json={"ip_range": RANGE, "name": "one"}, headers=headers)
-        second = await client.post("/networks", json={"ip_range": RANGE, "name": "two"}, headers=headers)
-        assert ("one", "one") == (network_of(first)["name"], network_of(second)["name"])
+        assert "one" == network_of(first)["name"]
+        message = await refused(
+            agent, client, "POST", "/networks", 422, json={"ip_range": RANGE, "name": "two"}, headers=headers
+        )
+        assert "different request" in message
 
     async def test_concurrent_requests_with_one_key_create_one_network(
         self, agent: InProcessAgent, client: httpx.AsyncClient

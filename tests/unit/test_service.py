@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from sand_es.commands import AddEndpoint, Command, CreateNetwork, DeactivateEndpoint, DeleteNetwork
-from sand_es.errors import Conflicting, Invalid, NotFound
+from sand_es.errors import Conflicting, Invalid, KeyReused, NotFound
 from sand_es.events import START, EndpointAdded, NetworkCreated, Record
 from sand_es.memlog import MemoryLog
 from sand_es.projections import EMPTY, fold
@@ -134,7 +134,7 @@ class TestIdempotency:
         """Executing a command id again returns its first records, marked replayed, and appends nothing."""
         first = await service.execute(CreateNetwork(), command_id="cmd-1")
         head = await log.head()
-        again = await service.execute(CreateNetwork(name="changed"), command_id="cmd-1")
+        again = await service.execute(CreateNetwork(), command_id="cmd-1")
         assert (False, True) == (first.replayed, again.replayed)
         assert (first.records, head) == (again.records, await log.head())
 
@@ -260,3 +260,25 @@ class TestCallerGoesAway:
         assert ["left", "stays"] == sorted(
             r.envelope.data.name for r in await stored(log) if isinstance(r.envelope.data, NetworkCreated)
         )
+
+
+class TestCommandIdReused:
+    """A command id given again with another command is refused, not replayed."""
+
+    async def test_same_id_for_another_command_is_refused(self, service: Service, log: MemoryLog) -> None:
+        """The second, different command under the id gets KeyReused and appends nothing."""
+        await service.execute(CreateNetwork(name="first"), command_id="key-1")
+        before = await log.head()
+        with pytest.raises(KeyReused, match="key-1"):
+            await service.execute(CreateNetwork(name="second"), command_id="key-1")
+        assert before == await log.head()
+
+    async def test_same_id_for_another_command_in_flight_is_refused(self, service: Service) -> None:
+        """Sent together, the first command lands and the different one under its id is refused."""
+        first, second = await asyncio.gather(
+            service.execute(CreateNetwork(name="first"), command_id="key-2"),
+            service.execute(CreateNetwork(name="second"), command_id="key-2"),
+            return_exceptions=True,
+        )
+        assert isinstance(first, Outcome)
+        assert isinstance(second, KeyReused)

@@ -306,6 +306,7 @@ class EtcdLog:
         them in parallel while the previous one is decoded.
         """
         pin, head = await self._pin()
+        _check_not_behind(head, after)
         yield pin, []
         seq, ahead = after.seq + 1, after.seq + 1
         window: deque[tuple[int, asyncio.Task[list[Any]]]] = deque()
@@ -424,6 +425,16 @@ class EtcdLog:
         except LogCorrupt as exc:
             raise LogCorrupt(f"event {seq} (revision {kv.mod_revision}): {exc}") from exc
         return Record(seq, kv.mod_revision, envelope)
+
+
+def _check_not_behind(head: Position, after: Position) -> None:
+    # A log shorter than what a reader has applied was wiped or replaced under it:
+    # carrying on would silently ignore every new event until it caught up again.
+    if head.seq < after.seq:
+        raise LogCorrupt(
+            f"the log ends at event {head.seq} but this reader has applied {after.seq}: "
+            "was the etcd prefix wiped or restored from an older backup?"
+        )
 
 
 def _transient(exc: Exception) -> bool:

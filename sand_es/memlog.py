@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from sand_es.errors import Conflict
+from sand_es.errors import Conflict, LogCorrupt
 from sand_es.events import CODEC, START, Codec, Position, Record
 from sand_es.ports import CommandRecord, PendingCommand, TxnLimits
 
@@ -56,10 +56,12 @@ class MemoryLog:
 
     async def read(self, after: Position) -> AsyncIterator[list[Record]]:
         last = len(self._stored)
+        _check_not_behind(last, after)
         for start in range(after.seq + 1, last + 1, self._page_size):
             yield [self._record(seq) for seq in range(start, min(start + self._page_size, last + 1))]
 
     async def tail(self, after: Position) -> AsyncIterator[list[Record]]:
+        _check_not_behind(len(self._stored), after)
         seq = after.seq
         while not self._closed:
             if seq < len(self._stored):
@@ -90,3 +92,8 @@ class MemoryLog:
     def _record(self, seq: int) -> Record:
         revision, raw = self._stored[seq - 1]
         return Record(seq, revision, self._codec.decode(raw))
+
+
+def _check_not_behind(last: int, after: Position) -> None:
+    if last < after.seq:
+        raise LogCorrupt(f"the log ends at event {last} but this reader has applied {after.seq}")

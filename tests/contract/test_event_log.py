@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from sand_es.errors import Conflict
+from sand_es.errors import Conflict, LogCorrupt
 from sand_es.events import (
     CODEC,
     START,
@@ -153,6 +153,18 @@ class TestRead:
         pages = [page async for page in log.read(START)]
         assert len(pages) > 10
         assert list(range(1, 101)) == [r.seq for page in pages for r in page]
+
+
+class TestReaderAheadOfTheLog:
+    async def test_reading_past_the_end_is_refused(self, make_log: LogFactory) -> None:
+        """A reader that applied more than the log holds (a wiped log) gets LogCorrupt, not silence."""
+        log = (await make_log()).log
+        appended = await log.append([command("c1", network(1))], expected=START)
+        ahead = Position(appended[-1].seq + 5, appended[-1].rev + 5)
+        with pytest.raises(LogCorrupt, match="applied"):
+            await read_all(log, ahead)
+        with pytest.raises(LogCorrupt, match="applied"):
+            await anext(log.tail(ahead))
 
 
 class TestTail:

@@ -230,7 +230,8 @@ class Service:
             else:
                 self._views.advance(records)
                 self._succeed(group, records, waiting)
-            # The append went through (or failed for good): the snapshot was the head.
+            # The refusals and no-ops of the group were decided on the same snapshot;
+            # an append that went through proves it was the head.
             self._answer(group, snapshot, waiting)
             return
         exhausted = ConflictRetriesExhausted(

@@ -13,8 +13,10 @@ import contextlib
 import gc
 from collections.abc import Iterable, Iterator
 
+import stamina
 import structlog
 
+from sand_es.errors import LogUnavailable
 from sand_es.events import Position, Record
 from sand_es.ports import EventLog
 from sand_es.projections import EMPTY, Snapshot, SnapshotBuilder, fold
@@ -88,8 +90,16 @@ class LiveViews:
         return self._current
 
     async def follow(self, log_: EventLog) -> None:
-        """Catch up, then apply the tail until cancelled."""
-        await self.catch_up(log_)
+        """Catch up, then apply the tail until cancelled.
+
+        An agent may start before etcd does (a host booting): the first catch-up is
+        retried for as long as it takes, and writes stay refused meanwhile.
+        """
+        async for attempt in stamina.retry_context(
+            on=LogUnavailable, attempts=None, timeout=None, wait_initial=0.2, wait_max=5.0, wait_jitter=0.1
+        ):
+            with attempt:
+                await self.catch_up(log_)
         self.caught_up.set()
         log.info("views caught up", seq=self.position.seq, rev=self.position.rev)
         async for records in log_.tail(self.position):

@@ -51,3 +51,38 @@ class TestEtcdOutage:
             assert ["198.18.8.0/24", "198.18.9.0/24"] == sorted(
                 n["ip_range"] for n in client.get("/networks").json()["networks"]
             )
+
+    def test_an_agent_started_before_etcd_waits_for_it(
+        self, launch: Launcher, fresh_etcd: EtcdServer, scratch: Path
+    ) -> None:
+        """Started with etcd down, the agent serves reads, refuses writes, and gets ready once etcd is up."""
+        fresh_etcd.stop()
+        [port] = free_ports(1)
+        agent = launch(
+            "host-a",
+            {
+                "ETCD_HOSTS": fresh_etcd.url,
+                "ETCD_READ_TIMEOUT": "1",
+                "PORT": str(port),
+                "HTTP_HOST": "127.0.0.1",
+                "PEER_HOSTNAME": "host-a",
+                "NETNS_PATH": str(scratch / "netns"),
+            },
+        )
+        with httpx.Client(base_url=agent.url, timeout=10) as client:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    if client.get("/version").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, agent.stderr()
+                time.sleep(0.1)
+            time.sleep(2)  # a few failed catch-ups: the agent must still be there, not ready
+            assert (None, 503) == (agent.process.poll(), client.get("/health").status_code)
+            refused = client.post("/networks", json={"ip_range": "198.18.13.0/24"})
+            assert 503 == refused.status_code
+            fresh_etcd.restart()
+            agent.wait_ready()
+            assert 201 == client.post("/networks", json={"ip_range": "198.18.13.0/24"}).status_code

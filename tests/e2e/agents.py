@@ -61,6 +61,27 @@ _AGENT_VARIABLES: Final = (
 free_ports = free_loopback_ports
 
 
+def agent_variables(
+    etcd_url: str,
+    netns_path: Path | str,
+    *,
+    hostname: str = "host-a",
+    host_ip: str = "192.0.2.1",
+    **extra: str,
+) -> dict[str, str]:
+    """The settings of a loopback agent on a free port (`extra` adds or overrides some)."""
+    [port] = free_ports(1)
+    return {
+        "ETCD_HOSTS": etcd_url,
+        "PORT": str(port),
+        "HTTP_HOST": "127.0.0.1",
+        "PEER_HOSTNAME": hostname,
+        "PEER_IP": host_ip,
+        "NETNS_PATH": str(netns_path),
+        **extra,
+    }
+
+
 def agent_environment(variables: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without any agent setting, plus `variables`."""
     inherited = {key: value for key, value in os.environ.items() if key not in _AGENT_VARIABLES}

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.agents import Launcher, free_ports
+from tests.e2e.agents import Launcher, agent_variables
 from tests.support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.etcd
@@ -19,19 +19,10 @@ class TestEtcdOutage:
         self, launch: Launcher, fresh_etcd: EtcdServer, scratch: Path
     ) -> None:
         """With etcd stopped a write gets 503 and an error body; with etcd back it works again."""
-        [port] = free_ports(1)
-        agent = launch(
-            "host-a",
-            {
-                "ETCD_HOSTS": fresh_etcd.url,
-                "ETCD_APPEND_TIMEOUT": "1",
-                "ETCD_READ_TIMEOUT": "2",
-                "PORT": str(port),
-                "HTTP_HOST": "127.0.0.1",
-                "PEER_HOSTNAME": "host-a",
-                "NETNS_PATH": str(scratch / "netns"),
-            },
+        variables = agent_variables(
+            fresh_etcd.url, scratch / "netns", ETCD_APPEND_TIMEOUT="1", ETCD_READ_TIMEOUT="2"
         )
+        agent = launch("host-a", variables)
         agent.wait_ready()
         with httpx.Client(base_url=agent.url, timeout=30) as client:
             assert 201 == client.post("/networks", json={"ip_range": "198.18.8.0/24"}).status_code
@@ -57,18 +48,7 @@ class TestEtcdOutage:
     ) -> None:
         """Started with etcd down, the agent serves reads, refuses writes, and gets ready once etcd is up."""
         fresh_etcd.stop()
-        [port] = free_ports(1)
-        agent = launch(
-            "host-a",
-            {
-                "ETCD_HOSTS": fresh_etcd.url,
-                "ETCD_READ_TIMEOUT": "1",
-                "PORT": str(port),
-                "HTTP_HOST": "127.0.0.1",
-                "PEER_HOSTNAME": "host-a",
-                "NETNS_PATH": str(scratch / "netns"),
-            },
-        )
+        agent = launch("host-a", agent_variables(fresh_etcd.url, scratch / "netns", ETCD_READ_TIMEOUT="1"))
         with httpx.Client(base_url=agent.url, timeout=10) as client:
             deadline = time.monotonic() + 15
             while True:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.agents import Launcher, free_ports
+from tests.e2e.agents import Launcher, agent_variables
 from tests.support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.etcd
@@ -20,18 +20,7 @@ class TestLogs:
         self, launch: Launcher, etcd_server: EtcdServer, etcd_prefix: str, scratch: Path
     ) -> None:
         """With LOG_FORMAT unset and stderr a file, every line is JSON and a request has its line."""
-        [port] = free_ports(1)
-        agent = launch(
-            "host-a",
-            {
-                "ETCD_HOSTS": etcd_server.url,
-                "ETCD_PREFIX": etcd_prefix,
-                "PORT": str(port),
-                "HTTP_HOST": "127.0.0.1",
-                "PEER_HOSTNAME": "host-a",
-                "NETNS_PATH": str(scratch / "netns"),
-            },
-        )
+        agent = launch("host-a", agent_variables(etcd_server.url, scratch / "netns", ETCD_PREFIX=etcd_prefix))
         agent.wait_ready()
         with httpx.Client(base_url=agent.url, timeout=10) as client:
             assert 201 == client.post("/networks", json={"ip_range": "198.18.11.0/24"}).status_code

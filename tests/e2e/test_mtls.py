@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from sand_es import __version__
-from tests.e2e.agents import AgentProcess, client_context, free_ports
+from tests.e2e.agents import AgentProcess, agent_variables, client_context
 from tests.support.etcd_server import EtcdServer, TlsFiles
 
 pytestmark = pytest.mark.etcd
@@ -22,22 +22,17 @@ pytestmark = pytest.mark.etcd
 def agent(etcd_server: EtcdServer, tls_files: TlsFiles) -> Iterator[AgentProcess]:
     """An agent serving mTLS on 127.0.0.1 (server certificate and CA from `tls_files`), stopped after."""
     with tempfile.TemporaryDirectory(prefix="sand-es-e2e-") as directory:
-        [port] = free_ports(1)
         agent = AgentProcess(
             "host-a",
-            {
-                "ETCD_HOSTS": etcd_server.url,
-                "ETCD_PREFIX": f"/sand-es-test/{uuid.uuid4().hex}",
-                "PORT": str(port),
-                "HTTP_HOST": "127.0.0.1",
-                "PEER_HOSTNAME": "host-a",
-                "PEER_IP": "192.0.2.1",
-                "NETNS_PATH": f"{directory}/netns",
-                "HTTP_TLS_CERT": str(tls_files.server_cert),
-                "HTTP_TLS_KEY": str(tls_files.server_key),
-                "HTTP_TLS_CA": str(tls_files.ca_cert),
-                "LOG_FORMAT": "json",
-            },
+            agent_variables(
+                etcd_server.url,
+                f"{directory}/netns",
+                ETCD_PREFIX=f"/sand-es-test/{uuid.uuid4().hex}",
+                HTTP_TLS_CERT=str(tls_files.server_cert),
+                HTTP_TLS_KEY=str(tls_files.server_key),
+                HTTP_TLS_CA=str(tls_files.ca_cert),
+                LOG_FORMAT="json",
+            ),
             Path(directory),
         )
         try:

@@ -16,7 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.agents import AGENT_COMMAND, AgentProcess, Launcher, agent_environment, free_ports
+from tests.e2e.agents import (
+    AGENT_COMMAND,
+    AgentProcess,
+    Launcher,
+    agent_environment,
+    agent_variables,
+    free_ports,
+)
 from tests.support.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.etcd
@@ -185,20 +192,10 @@ class TestLifecycle:
         self, launch: Launcher, etcd_server: EtcdServer, etcd_prefix: str, scratch: Path
     ) -> None:
         """SIGTERM makes a serving agent close its etcd client and exit with code 0 within a few seconds."""
-        [port] = free_ports(1)
-        agent = launch(
-            "host-a",
-            {
-                "ETCD_HOSTS": etcd_server.url,
-                "ETCD_PREFIX": etcd_prefix,
-                "PORT": str(port),
-                "HTTP_HOST": "127.0.0.1",
-                "PEER_HOSTNAME": "host-a",
-                "PEER_IP": "192.0.2.1",
-                "NETNS_PATH": str(scratch / "netns"),
-                "LOG_FORMAT": "json",
-            },
+        variables = agent_variables(
+            etcd_server.url, scratch / "netns", ETCD_PREFIX=etcd_prefix, LOG_FORMAT="json"
         )
+        agent = launch("host-a", variables)
         agent.wait_ready()
         started = time.monotonic()
         agent.process.send_signal(signal.SIGTERM)

@@ -26,7 +26,7 @@ from sand_es import __version__
 from sand_es.cli import app, parse_duration
 from sand_es.client import SandApiError, SandClient, SandConnectionError
 from sand_es.http.schemas import Endpoint, EndpointResponse, EndpointsResponse, Network, NetworkResponse
-from tests.e2e.agents import AgentProcess, client_context, free_ports
+from tests.e2e.agents import AgentProcess, agent_variables, client_context, free_ports
 from tests.support.etcd_server import EtcdServer, TlsFiles
 
 _HOSTNAME = "host-a"
@@ -58,16 +58,9 @@ def running_agent(
     """An agent on a free loopback port (HTTPS with client certificates if `tls`), SIGTERMed on exit."""
     netns_dir = directory / "netns"
     netns_dir.mkdir()
-    variables = {
-        "ETCD_HOSTS": etcd_server.url,
-        "ETCD_PREFIX": prefix,
-        "PORT": str(_free_port()),
-        "HTTP_HOST": "127.0.0.1",
-        "PEER_HOSTNAME": _HOSTNAME,
-        "PEER_IP": "192.0.2.1",
-        "NETNS_PATH": str(netns_dir),
-        "LOG_FORMAT": "json",
-    }
+    variables = agent_variables(
+        etcd_server.url, netns_dir, hostname=_HOSTNAME, ETCD_PREFIX=prefix, LOG_FORMAT="json"
+    )
     verify: ssl.SSLContext | bool = True
     if tls is not None:
         variables |= {

@@ -16,10 +16,13 @@ from collections.abc import Iterator
 import structlog
 import uvicorn
 
-from sand_es.commands import Policy
+from sand_es.commands import DeactivateEndpoint, Policy
 from sand_es.config import AgentSettings
+from sand_es.errors import Rejected
 from sand_es.etcdlog import EtcdLog
 from sand_es.http.app import create_app
+from sand_es.kernel.model import HostConfig
+from sand_es.kernel.reconciler import Reconciler
 from sand_es.service import Service
 from sand_es.views import LiveViews
 
@@ -58,6 +61,34 @@ def server_config(app: object, settings: AgentSettings) -> uvicorn.Config:
     )
 
 
+def host_config(settings: AgentSettings) -> HostConfig:
+    """Who this host is, for the kernel projection."""
+    return HostConfig(
+        hostname=settings.hostname,
+        host_ip=settings.host_ip,
+        netns_path=settings.netns_path,
+        netns_prefix=settings.netns_prefix,
+    )
+
+
+def kernel_projection(service: Service, settings: AgentSettings) -> Reconciler | None:
+    """The reconciler of this host's kernel state, unless `KERNEL=off` (an API-only agent)."""
+    if not settings.kernel:
+        return None
+
+    async def deactivate(endpoint_id: str, reason: str) -> None:
+        # Rejected: already inactive or removed meanwhile, nothing left to mark.
+        with contextlib.suppress(Rejected):
+            await service.execute(DeactivateEndpoint(endpoint_id=endpoint_id, reason=reason))
+
+    return Reconciler(
+        service.views,
+        host_config(settings),
+        deactivate=deactivate,
+        resync_interval=settings.kernel_resync_interval,
+    )
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, minus its signal handling: uvicorn re-raises SIGTERM once it has
     stopped serving, which would kill the process before the agent closes its etcd
@@ -79,18 +110,25 @@ async def run(settings: AgentSettings) -> None:
         policy=policy_of(settings),
         resolve_timeout=settings.etcd.read_timeout,
     )
-    server = _Server(server_config(create_app(service, settings), settings))
+    kernel = kernel_projection(service, settings)
+    server = _Server(server_config(create_app(service, settings, kernel=kernel), settings))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
     follower = asyncio.create_task(views.follow(event_log), name="follow-log")
 
-    def on_follower_end(task: asyncio.Task[None]) -> None:
+    def on_task_end(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("the log tail stopped; shutting down", error=repr(task.exception()))
+            error = repr(task.exception())
+            log.error("a background task stopped; shutting down", task=task.get_name(), error=error)
             server.should_exit = True
 
-    follower.add_done_callback(on_follower_end)
+    follower.add_done_callback(on_task_end)
+    tasks = [follower]
+    if kernel is not None:
+        reconciler = asyncio.create_task(kernel.run(), name="kernel-projection")
+        reconciler.add_done_callback(on_task_end)
+        tasks.append(reconciler)
     log.info(
         "agent starting",
         hostname=settings.hostname,
@@ -99,13 +137,15 @@ async def run(settings: AgentSettings) -> None:
         https=settings.http_tls is not None,
         etcd=[f"{h.host}:{h.port}" for h in settings.etcd.hosts],
         prefix=settings.etcd.prefix,
+        kernel=settings.kernel,
     )
     try:
         await server.serve()
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        for task in reversed(tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await service.close()
         await event_log.close()
         log.info("agent stopped", seq=views.position.seq)

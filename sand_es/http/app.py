@@ -26,6 +26,7 @@ from sand_es.http.errors import (
 from sand_es.http.middleware import BodyLimit, RequestLog
 from sand_es.http.openapi import document
 from sand_es.http.responses import JSON
+from sand_es.kernel.reconciler import Reconciler
 from sand_es.service import Service
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -40,8 +41,11 @@ def _route(path: str, **by_method: Handler) -> Route:
     return Route(path, dispatch, methods=list(by_method), name=path)
 
 
-def create_app(service: Service, settings: AgentSettings) -> Starlette:
-    """The API over `service`; the caller runs the views' tail and owns the service."""
+def create_app(service: Service, settings: AgentSettings, *, kernel: Reconciler | None = None) -> Starlette:
+    """The API over `service`; the caller runs the views' tail, the kernel projection and owns the service.
+
+    With `kernel`, creating an endpoint on this host answers once its devices are wired.
+    """
     openapi = document()
 
     async def openapi_json(request: Request) -> Response:
@@ -70,5 +74,6 @@ def create_app(service: Service, settings: AgentSettings) -> Starlette:
         exception_handlers=handlers_by_error,
     )
     app.state.service = service
+    app.state.kernel = kernel
     app.state.settings = settings
     return app

@@ -6,11 +6,13 @@ Handlers get the service and the settings from `request.app.state` (filled by
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from typing import TypeVar
 
 import msgspec
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,12 +24,15 @@ from sand_es.events import EndpointAdded, NetworkCreated
 from sand_es.http import schemas, views
 from sand_es.http.errors import BadRequest, NotReady
 from sand_es.http.responses import JSON
+from sand_es.kernel.reconciler import Reconciler
 from sand_es.nspath import check_netns_path
-from sand_es.projections import Network, Snapshot
+from sand_es.projections import Endpoint, Network, Snapshot
 from sand_es.service import Outcome, Service
 
 Body = TypeVar("Body", bound=msgspec.Struct)
 EventT = TypeVar("EventT", NetworkCreated, EndpointAdded)
+
+log = structlog.get_logger(__name__)
 
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -42,7 +47,15 @@ async def health(request: Request) -> Response:
     views = _service(request).views
     if not views.caught_up.is_set():
         raise NotReady("the agent is still catching up with the log")
-    return JSON(schemas.HealthResponse(status="ready", seq=views.position.seq, revision=views.position.rev))
+    kernel = _kernel(request)
+    return JSON(
+        schemas.HealthResponse(
+            status="ready",
+            seq=views.position.seq,
+            revision=views.position.rev,
+            kernel=None if kernel is None else _kernel_health(kernel),
+        )
+    )
 
 
 async def list_networks(request: Request) -> Response:
@@ -133,7 +146,29 @@ async def create_endpoint(request: Request) -> Response:
     endpoint = outcome.snapshot.endpoints.get(added.endpoint_id)
     if endpoint is None:
         raise NotFound(f"endpoint {added.endpoint_id} was created by this command, then deleted")
+    if endpoint.active:
+        endpoint = await _wired(request, outcome, endpoint)
     return JSON(schemas.EndpointResponse(endpoint=views.endpoint(endpoint)), status_code=201)
+
+
+async def _wired(request: Request, outcome: Outcome, endpoint: Endpoint) -> Endpoint:
+    """The endpoint once this host's kernel projection has wired it (or marked it inactive).
+
+    The caller's next step is to use the interface, so the answer waits for it, as
+    SAND's did. Should the kernel be slow, the endpoint is answered as recorded: it is
+    in the log and will be wired.
+    """
+    kernel = _kernel(request)
+    if kernel is None:
+        return endpoint
+    try:
+        async with asyncio.timeout(_settings(request).kernel_wait_timeout):
+            await kernel.wait_applied(outcome.position)
+    except TimeoutError:
+        log.warning("endpoint not wired in time; answering anyway", endpoint_id=endpoint.endpoint_id)
+        return endpoint
+    # A pass that found the target namespace gone has marked the endpoint inactive.
+    return _service(request).views.current.endpoints.get(endpoint.endpoint_id) or endpoint
 
 
 async def delete_endpoint(request: Request) -> Response:
@@ -145,6 +180,15 @@ async def delete_endpoint(request: Request) -> Response:
 def _path_id(request: Request) -> str:
     # Ids are stored in canonical lower case; SAND clients may send them as they spelt them.
     return str(request.path_params["id"]).lower()
+
+
+def _kernel_health(kernel: Reconciler) -> schemas.KernelHealth:
+    return msgspec.convert(kernel.stats, schemas.KernelHealth, from_attributes=True)
+
+
+def _kernel(request: Request) -> Reconciler | None:
+    kernel: Reconciler | None = request.app.state.kernel
+    return kernel
 
 
 def _settings(request: Request) -> AgentSettings:

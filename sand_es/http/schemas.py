@@ -120,12 +120,29 @@ class ErrorResponse(msgspec.Struct, frozen=True):
     error: str
 
 
-class HealthResponse(msgspec.Struct, frozen=True, kw_only=True):
-    """`GET /health`: the agent accepts writes; `seq`/`revision`: how far its views are."""
+class KernelHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """The kernel projection's progress: the log position its last pass covered, and counters."""
+
+    applied_seq: int
+    passes: int
+    full_passes: int
+    ops: int
+    repairs: int
+    failures: int
+    deactivated: int
+    last_pass_ms: float
+
+
+class HealthResponse(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """`GET /health`: the agent accepts writes; `seq`/`revision`: how far its views are.
+
+    `kernel` is absent on an agent that runs without its kernel projection (`KERNEL=off`).
+    """
 
     status: str
     seq: int
     revision: int
+    kernel: KernelHealth | None = None
 
 
 class VersionResponse(msgspec.Struct, frozen=True):

@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sand_es.kernel.model import Bridge, Fdb, HostConfig, HostState, Neigh, Netns, Veth, Vxlan
+from sand_es.kernel.model import (
+    BRIDGE,
+    Address,
+    Bridge,
+    Fdb,
+    HostConfig,
+    HostState,
+    Neigh,
+    Netns,
+    Veth,
+    Vxlan,
+)
 from sand_es.projections import Endpoint, Network, Snapshot
 
 
@@ -23,6 +34,7 @@ def desired(snapshot: Snapshot, config: HostConfig) -> HostState:
     bridges: set[Bridge] = set()
     vxlans: set[Vxlan] = set()
     veths: set[Veth] = set()
+    addresses: set[Address] = set()
     neighbours: set[Neigh] = set()
     fdb: set[Fdb] = set()
     for network_id in sorted(local):
@@ -31,9 +43,15 @@ def desired(snapshot: Snapshot, config: HostConfig) -> HostState:
             continue
         netns = config.overlay_netns(network_id)
         namespaces.add(Netns(netns))
-        bridges.add(Bridge(netns=netns, address=network.gateway, mtu=network.mtu))
+        bridges.add(Bridge(netns=netns, mtu=network.mtu))
+        addresses.add(Address(netns=netns, dev=BRIDGE, cidr=network.gateway))
         vxlans.add(_vxlan(network, netns, config))
-        veths.update(_veth(e, netns) for e in local[network_id] if e.active)
+        for endpoint in local[network_id]:
+            if endpoint.active:
+                veth = _veth(endpoint, netns)
+                veths.add(veth)
+                ip = endpoint.target_veth_ip
+                addresses.add(Address(netns=veth.target_netns, dev=veth.target_name, cidr=ip))
         entries = _remote_entries(snapshot, network_id, netns, config.hostname)
         neighbours.update(n for n, _ in entries)
         fdb.update(f for _, f in entries)
@@ -42,6 +60,7 @@ def desired(snapshot: Snapshot, config: HostConfig) -> HostState:
         bridges=frozenset(bridges),
         vxlans=frozenset(vxlans),
         veths=frozenset(veths),
+        addresses=frozenset(addresses),
         neighbours=frozenset(neighbours),
         fdb=frozenset(fdb),
     )
@@ -62,7 +81,6 @@ def _veth(endpoint: Endpoint, netns: str) -> Veth:
         target_netns=endpoint.target_netns_path,
         target_name=endpoint.target_veth_name,
         target_mac=endpoint.target_veth_mac,
-        address=endpoint.target_veth_ip,
         mtu=endpoint.mtu,
     )
 

@@ -37,12 +37,12 @@ class Netns(msgspec.Struct, frozen=True):
 
 
 class Bridge(msgspec.Struct, frozen=True, kw_only=True):
-    """The overlay bridge of a network, holding the gateway address."""
+    """The overlay bridge of a network (its gateway address is an `Address` on it)."""
 
     netns: str
-    address: str
     mtu: int
     name: str = BRIDGE
+    up: bool = True
 
 
 class Vxlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +58,7 @@ class Vxlan(msgspec.Struct, frozen=True, kw_only=True):
     mtu: int
     name: str = VXLAN
     master: str = BRIDGE
+    up: bool = True
 
 
 class Veth(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,9 +71,17 @@ class Veth(msgspec.Struct, frozen=True, kw_only=True):
     target_netns: str
     target_name: str
     target_mac: str
-    address: str
     mtu: int
     master: str = BRIDGE
+    up: bool = True
+
+
+class Address(msgspec.Struct, frozen=True, kw_only=True):
+    """An IPv4 address (`ip/prefix`) on a device: the gateway on the bridge, an endpoint's IP."""
+
+    netns: str
+    dev: str
+    cidr: str
 
 
 class Neigh(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,11 +109,12 @@ class HostState(msgspec.Struct, frozen=True, kw_only=True):
     bridges: frozenset[Bridge] = frozenset()
     vxlans: frozenset[Vxlan] = frozenset()
     veths: frozenset[Veth] = frozenset()
+    addresses: frozenset[Address] = frozenset()
     neighbours: frozenset[Neigh] = frozenset()
     fdb: frozenset[Fdb] = frozenset()
 
 
-KernelObject = Netns | Bridge | Vxlan | Veth | Neigh | Fdb
+KernelObject = Netns | Bridge | Vxlan | Veth | Address | Neigh | Fdb
 
 
 class Create(msgspec.Struct, frozen=True):

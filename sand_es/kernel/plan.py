@@ -1,12 +1,16 @@
 """`plan(desired, observed) -> ops`: the pure step between reading the kernel and writing it.
 
-Order matters to the kernel: a namespace before the links in it, a bridge before the
-devices enslaved to it, links before the neighbour and FDB entries on them. So the
-plan deletes first, innermost layer first (FDB, neighbours, veths, VXLAN, bridges,
-namespaces), then creates, outermost first. Links whose attributes differ are
-recreated; neighbour and FDB entries are replaced in place (the apply uses
-`NLM_F_REPLACE`); and nothing inside a namespace being deleted is deleted on its own,
-since the kernel removes it with the namespace.
+Order matters to the kernel: a namespace before the links in it, a link before the
+addresses, neighbour and FDB entries on it. So the plan deletes first, innermost
+layer first (FDB, neighbours, addresses, veths, VXLAN, bridges, namespaces), then
+creates, outermost first.
+
+How a difference is resolved depends on what the kernel can change in place:
+bridges, neighbour and FDB entries are updated in place (`Create` is an upsert);
+a VXLAN or veth whose attributes differ is deleted and created again, and what lived
+on it (its addresses, neighbour and FDB entries) is created again with it. Nothing
+inside a namespace or on a link being deleted is deleted on its own: the kernel
+removes it along with its container. Veths are the exception (see `_carried_away`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Final
 
 from sand_es.kernel.model import (
+    Address,
     Bridge,
     Create,
     Delete,
@@ -28,10 +33,14 @@ from sand_es.kernel.model import (
     Vxlan,
 )
 
-_LAYERS: Final = ("namespaces", "bridges", "vxlans", "veths", "neighbours", "fdb")
+LAYERS: Final = ("namespaces", "bridges", "vxlans", "veths", "addresses", "neighbours", "fdb")
+
+Key = tuple[Hashable, ...]
+LinkKey = tuple[str, str]
+"""A link by (namespace, name): what addresses and entries hang on."""
 
 
-def identity(obj: KernelObject) -> tuple[Hashable, ...]:
+def identity(obj: KernelObject) -> Key:
     """What names an object in the kernel: two objects with one identity are one object."""
     match obj:
         case Netns(path=path):
@@ -40,6 +49,8 @@ def identity(obj: KernelObject) -> tuple[Hashable, ...]:
             return (obj.netns, obj.name)
         case Veth():
             return (obj.overlay_netns, obj.overlay_name)
+        case Address():
+            return (obj.netns, obj.dev, obj.cidr)
         case Neigh():
             return (obj.netns, obj.dev, obj.ip)
         case Fdb():
@@ -48,30 +59,119 @@ def identity(obj: KernelObject) -> tuple[Hashable, ...]:
 
 def plan(desired: HostState, observed: HostState) -> list[Op]:
     """The operations that turn `observed` into `desired`, in an order the kernel accepts."""
-    doomed = {n.path for n in observed.namespaces - desired.namespaces}
+    gone_namespaces = {n.path for n in observed.namespaces - desired.namespaces}
+    gone_links: set[LinkKey] = set()
     deletes: list[list[Op]] = []
     creates: list[Op] = []
-    for layer in _LAYERS:
+    for layer in LAYERS:
         want = _by_identity(getattr(desired, layer))
         have = _by_identity(getattr(observed, layer))
-        deletes.append([Delete(obj) for key, obj in have.items() if _must_delete(obj, want.get(key), doomed)])
-        creates.extend(Create(obj) for key, obj in want.items() if have.get(key) != obj)
+        layer_deletes: list[Op] = []
+        for key, obj in have.items():
+            wanted = want.get(key)
+            if wanted == obj or _carried_away(obj, gone_namespaces, gone_links):
+                continue
+            if wanted is not None and _updatable_in_place(obj):
+                continue
+            layer_deletes.append(Delete(obj))
+            gone_links.update(links_of(obj))
+        deletes.append(layer_deletes)
+        creates.extend(
+            Create(obj)
+            for key, obj in want.items()
+            if have.get(key) != obj or _carried_away(obj, gone_namespaces, gone_links)
+        )
     return [op for layer_ops in reversed(deletes) for op in layer_ops] + creates
 
 
-def _must_delete(obj: KernelObject, wanted: KernelObject | None, doomed: set[str]) -> bool:
-    if wanted == obj:
-        return False
-    if not isinstance(obj, Netns) and _namespace_of(obj) in doomed:
-        return False  # goes with its namespace
-    # A neighbour or FDB entry wanted with other attributes is replaced, not deleted.
-    return wanted is None or not isinstance(obj, Neigh | Fdb)
+def simulate(state: HostState, ops: Iterable[Op]) -> HostState:
+    """What the kernel holds after `ops` succeeded on `state`, deletions cascading as in the kernel.
+
+    The reconciler keeps this as its belief between full observations, so a pass
+    triggered by an event plans without dumping the kernel.
+    """
+    layers = {layer: {identity(obj): obj for obj in getattr(state, layer)} for layer in LAYERS}
+    for op in ops:
+        layer = layers[_layer_of(op.target)]
+        key = identity(op.target)
+        if isinstance(op, Create):
+            layer[key] = op.target
+            continue
+        layer.pop(key, None)
+        gone_namespaces = {op.target.path} if isinstance(op.target, Netns) else set()
+        gone_links = set(links_of(op.target))
+        for objects in layers.values():
+            for obj_key, obj in list(objects.items()):
+                if _carried_away(obj, gone_namespaces, gone_links):
+                    del objects[obj_key]
+    return HostState(**{layer: frozenset(objects.values()) for layer, objects in layers.items()})
 
 
-def _namespace_of(obj: KernelObject) -> str:
-    return obj.overlay_netns if isinstance(obj, Veth) else getattr(obj, "netns", "")
+def links_of(obj: KernelObject) -> tuple[LinkKey, ...]:
+    """The links an object is (a veth is two: its overlay end and its target end)."""
+    match obj:
+        case Bridge() | Vxlan():
+            return ((obj.netns, obj.name),)
+        case Veth():
+            return ((obj.overlay_netns, obj.overlay_name), (obj.target_netns, obj.target_name))
+        case _:
+            return ()
 
 
-def _by_identity(objects: Iterable[KernelObject]) -> dict[tuple[Hashable, ...], KernelObject]:
+def namespaces_of(obj: KernelObject) -> tuple[str, ...]:
+    """The namespaces an object lives in: it dies with any of them."""
+    match obj:
+        case Netns():
+            return ()
+        case Veth():
+            return (obj.overlay_netns, obj.target_netns)
+        case _:
+            return (obj.netns,)
+
+
+def _carried_away(obj: KernelObject, gone_namespaces: set[str], gone_links: set[LinkKey]) -> bool:
+    """Whether the kernel removes `obj` along with a namespace or link being deleted.
+
+    Veths are deleted explicitly even in a namespace being deleted: their other end
+    is in a container, and a namespace dies only when its last user lets go of it
+    (asynchronously, at that), which would leave the container's end behind.
+    """
+    if not isinstance(obj, Veth) and any(ns in gone_namespaces for ns in namespaces_of(obj)):
+        return True
+    match obj:
+        case Address():
+            return (obj.netns, obj.dev) in gone_links
+        case Neigh() | Fdb():
+            return (obj.netns, obj.dev) in gone_links
+        case Veth():
+            # Deleting either end of a pair deletes both.
+            return any(link in gone_links for link in links_of(obj))
+        case _:
+            return False
+
+
+def _updatable_in_place(obj: KernelObject) -> bool:
+    return isinstance(obj, Bridge | Neigh | Fdb)
+
+
+def _layer_of(obj: KernelObject) -> str:
+    match obj:
+        case Netns():
+            return "namespaces"
+        case Bridge():
+            return "bridges"
+        case Vxlan():
+            return "vxlans"
+        case Veth():
+            return "veths"
+        case Address():
+            return "addresses"
+        case Neigh():
+            return "neighbours"
+        case Fdb():
+            return "fdb"
+
+
+def _by_identity(objects: Iterable[KernelObject]) -> dict[Key, KernelObject]:
     ordered: Callable[[KernelObject], str] = repr  # a stable order, so plans are reproducible
     return {identity(obj): obj for obj in sorted(objects, key=ordered)}

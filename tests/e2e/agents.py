@@ -5,11 +5,9 @@ Each agent only ever signals the process it started itself, through its `Popen` 
 
 from __future__ import annotations
 
-import os
 import signal
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,46 +15,13 @@ from typing import Final
 
 import httpx
 
+# Re-exported (`X as X`): tests import the command and the environment helper from here.
+from tests.support.agent_env import AGENT_COMMAND as AGENT_COMMAND
+from tests.support.agent_env import agent_environment as agent_environment
 from tests.support.etcd_server import free_loopback_ports
 
-AGENT_COMMAND: Final = [sys.executable, "-c", "from sand_es.cli import main; main()", "agent"]
 READY_TIMEOUT: Final = 20.0
 STOP_TIMEOUT: Final = 10.0
-
-# Every variable an agent reads: the tests' environment must not leak into theirs.
-_AGENT_VARIABLES: Final = (
-    "HTTP_HOST",
-    "HTTP_PORT",
-    "PORT",
-    "HTTPPORT",
-    "HTTP_TLS_CERT",
-    "HTTP_TLS_KEY",
-    "HTTP_TLS_CA",
-    "MAX_BODY_BYTES",
-    "PEER_HOSTNAME",
-    "PUBLIC_HOSTNAME",
-    "PEER_IP",
-    "PUBLIC_IP",
-    "API_HOSTNAME",
-    "NETNS_PATH",
-    "NETNSPATH",
-    "NETNS_PREFIX",
-    "NETNSPREFIX",
-    "DOCKER_NETNS_PATH",
-    "MAX_VNI",
-    "DEFAULT_MTU",
-    "LOG_FORMAT",
-    "LOG_LEVEL",
-    "ETCD_HOSTS",
-    "ETCD_PREFIX",
-    "ETCD_CACERT",
-    "ETCD_TLS_CERT",
-    "ETCD_TLS_KEY",
-    "ETCD_TLS_SERVER_NAME",
-    "ETCD_APPEND_TIMEOUT",
-    "ETCD_READ_TIMEOUT",
-)
-
 
 free_ports = free_loopback_ports
 
@@ -72,6 +37,9 @@ def agent_variables(
     """The settings of a loopback agent on a free port (`extra` adds or overrides some)."""
     [port] = free_ports(1)
     return {
+        # These agents share the test's own network namespace: their kernel projection
+        # stays off (the kernel is tested on simulated hosts, `tests/support/rig.py`).
+        "KERNEL": "off",
         "ETCD_HOSTS": etcd_url,
         "PORT": str(port),
         "HTTP_HOST": "127.0.0.1",
@@ -80,12 +48,6 @@ def agent_variables(
         "NETNS_PATH": str(netns_path),
         **extra,
     }
-
-
-def agent_environment(variables: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without any agent setting, plus `variables`."""
-    inherited = {key: value for key, value in os.environ.items() if key not in _AGENT_VARIABLES}
-    return {**inherited, **variables}
 
 
 class AgentProcess:

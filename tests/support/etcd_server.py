@@ -1,8 +1,11 @@
-"""A real etcd on loopback for tests, and throwaway TLS material for it.
+"""A real etcd for tests, on loopback or inside a network namespace, and throwaway TLS material for it.
 
 `EtcdServer` only ever signals the process it started itself (through its `Popen` object,
 which refuses to signal a PID it has already reaped), so a developer's own etcd is never
 touched.
+
+Inside a namespace (`EtcdServer(netns=path, host=ip)`) etcd is started through
+`nsenter --net=PATH`, which execs etcd in place: the PID we hold is etcd's own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,10 +30,14 @@ from typing import Any, Self
 
 import trustme
 
+from tests.support.netns import in_netns
+
 ETCD_BINARY = Path("/usr/bin/etcd")
 ETCDCTL_BINARY = Path("/usr/bin/etcdctl")
 
 _LOOPBACK = "127.0.0.1"
+# A fresh namespace has every port free, so etcd's usual ones are used there.
+_NETNS_PORTS = (2379, 2380)
 _MEMBER_NAME = "sand-es-test"
 _START_TIMEOUT = 10.0
 _POLL_INTERVAL = 0.05
@@ -104,14 +112,30 @@ def free_loopback_ports(count: int) -> list[int]:
 
 
 class EtcdServer:
-    """A single-member etcd on free loopback ports, with its own temporary data directory.
+    """A single-member etcd with its own temporary data directory.
+
+    By default it listens on free loopback ports of this process's namespace. With `netns`
+    (a namespace's path) it runs inside that namespace on `host`, ports 2379 and 2380, and
+    every health check and etcdctl call is made from inside it too.
 
     Use it as a context manager, or call `start()` and, always, `close()`.
     """
 
-    def __init__(self, tls: TlsFiles | None = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        tls: TlsFiles | None = None,
+        extra_args: Sequence[str] = (),
+        *,
+        netns: str | None = None,
+        host: str = _LOOPBACK,
+    ) -> None:
+        if netns is None and host != _LOOPBACK:
+            # Listening on another address would mean an address of the root namespace.
+            raise ValueError("EtcdServer(host=…) needs netns=…: outside a namespace etcd stays on loopback")
         self._tls = tls
         self._extra_args = tuple(extra_args)
+        self._netns = netns
+        self._host = host
         self._tmpdir: Path | None = None
         self._ports: tuple[int, int] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -136,17 +160,27 @@ class EtcdServer:
 
     @property
     def client_port(self) -> int:
-        """The loopback port etcd serves clients on (gRPC and HTTP)."""
+        """The port etcd serves clients on (gRPC and HTTP)."""
         return self._require_ports()[0]
 
     @property
+    def host(self) -> str:
+        """The address etcd listens on: 127.0.0.1, or the one given with `netns`."""
+        return self._host
+
+    @property
+    def netns(self) -> str | None:
+        """The path of the namespace etcd runs in, or None for this process's own."""
+        return self._netns
+
+    @property
     def endpoint(self) -> str:
-        """`127.0.0.1:PORT`, the form etcd3aio accepts."""
-        return f"{_LOOPBACK}:{self.client_port}"
+        """`HOST:PORT` (127.0.0.1 by default), the form etcd3aio accepts."""
+        return f"{self._host}:{self.client_port}"
 
     @property
     def url(self) -> str:
-        """`http://127.0.0.1:PORT`, or `https://…` with TLS."""
+        """`http://HOST:PORT`, or `https://…` with TLS."""
         scheme = "https" if self._tls else "http"
         return f"{scheme}://{self.endpoint}"
 
@@ -179,7 +213,7 @@ class EtcdServer:
         if self._tmpdir is not None:
             raise RuntimeError("EtcdServer already started; use restart()")
         self._tmpdir = Path(tempfile.mkdtemp(prefix="sand-es-etcd-"))
-        client_port, peer_port = free_loopback_ports(2)
+        client_port, peer_port = _NETNS_PORTS if self._netns else free_loopback_ports(2)
         self._ports = (client_port, peer_port)
         self._launch()
 
@@ -235,6 +269,7 @@ class EtcdServer:
     def etcdctl(self, *args: str) -> str:
         """Run `etcdctl` (API v3) against this server and return its stdout."""
         command = [
+            *self._nsenter(),
             str(ETCDCTL_BINARY),
             f"--endpoints={self.url}",
             *self._etcdctl_tls_flags(),
@@ -273,6 +308,9 @@ class EtcdServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # A rig's etcd gets its own process group: a terminal's Ctrl-C reaches only the
+                # harness, which then stops it in order, after the agents that use it.
+                process_group=0 if self._netns else None,
             )
         self._wait_until_healthy()
 
@@ -280,8 +318,9 @@ class EtcdServer:
         client_port, peer_port = self._require_ports()
         client_url = self.url
         # Peers stay plain HTTP even with TLS: a single member never talks to a peer.
-        peer_url = f"http://{_LOOPBACK}:{peer_port}"
+        peer_url = f"http://{self._host}:{peer_port}"
         return [
+            *self._nsenter(),
             str(ETCD_BINARY),
             "--name", _MEMBER_NAME,
             "--data-dir", str(self.data_dir),
@@ -301,6 +340,15 @@ class EtcdServer:
             *self._server_tls_flags(),
             *self._extra_args,
         ]  # fmt: skip
+
+    def _nsenter(self) -> list[str]:
+        """The prefix that runs a command inside etcd's namespace (none outside one)."""
+        # Only --net: etcd and etcdctl keep our mount namespace, hence our temporary files.
+        return [] if self._netns is None else ["nsenter", f"--net={self._netns}"]
+
+    def _inside(self) -> AbstractContextManager[None]:
+        """Where this thread must be to reach etcd: its namespace, or where it already is."""
+        return nullcontext() if self._netns is None else in_netns(self._netns)
 
     def _server_tls_flags(self) -> list[str]:
         if self._tls is None:
@@ -340,7 +388,11 @@ class EtcdServer:
 
     def _is_healthy(self, context: ssl.SSLContext | None) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1, context=context) as reply:
+            # The connection is made inside etcd's namespace; the reply is read on the same socket.
+            with (
+                self._inside(),
+                urllib.request.urlopen(f"{self.url}/health", timeout=1, context=context) as reply,
+            ):
                 body = json.load(reply)
         except urllib.error.HTTPError as error:
             # etcd answers 503 while it has no leader yet: not healthy, keep polling.

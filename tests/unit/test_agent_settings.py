@@ -277,6 +277,23 @@ class TestLogging:
         assert (True, True) == (message.startswith(f"{name}={value!r}"), "expected one of" in message)
 
 
+class TestKernel:
+    """`KERNEL`, `KERNEL_RESYNC_INTERVAL` and `KERNEL_WAIT_TIMEOUT`."""
+
+    def test_the_kernel_projection_is_on_by_default(self) -> None:
+        """An agent wires its host unless told not to; drift is looked for every 30 s."""
+        assert (True, 30.0, 10.0) == (
+            settings().kernel,
+            settings().kernel_resync_interval,
+            settings().kernel_wait_timeout,
+        )
+
+    def test_it_can_be_turned_off_and_tuned(self) -> None:
+        """`KERNEL=off` gives an API-only agent; the intervals are seconds."""
+        tuned = settings(KERNEL="off", KERNEL_RESYNC_INTERVAL="0.5", KERNEL_WAIT_TIMEOUT="3")
+        assert (False, 0.5, 3.0) == (tuned.kernel, tuned.kernel_resync_interval, tuned.kernel_wait_timeout)
+
+
 class TestEveryError:
     """Whatever is wrong, the error is a `ConfigError` whose message starts with the variable's name."""
 
@@ -297,6 +314,9 @@ class TestEveryError:
             ("LOG_LEVEL", "trace"),
             ("ETCD_PREFIX", "sand"),
             ("ETCD_APPEND_TIMEOUT", "-1"),
+            ("KERNEL", "maybe"),
+            ("KERNEL_RESYNC_INTERVAL", "0"),
+            ("KERNEL_WAIT_TIMEOUT", "soon"),
         ],
     )
     def test_the_message_names_the_variable(self, name: str, value: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sand_es.events import Event
 from sand_es.kernel.desired import desired
-from sand_es.kernel.model import Bridge, Fdb, HostConfig, HostState, Neigh, Netns, Vxlan
+from sand_es.kernel.model import Address, Bridge, Fdb, HostConfig, HostState, Neigh, Netns, Vxlan
 from tests.unit.builders import (
     EP_1,
     EP_2,
@@ -48,20 +48,21 @@ class TestDesired:
         assert (
             HostState(
                 namespaces=frozenset({Netns(OVERLAY)}),
-                bridges=frozenset({Bridge(netns=OVERLAY, address="198.18.0.1/24", mtu=1450)}),
+                bridges=frozenset({Bridge(netns=OVERLAY, mtu=1450)}),
                 vxlans=frozenset({Vxlan(netns=OVERLAY, vni=7, local=HOST_IPS[HOST_A], port=4789, mtu=1450)}),
                 veths=frozenset({veth}),
+                addresses=frozenset(
+                    {
+                        Address(netns=OVERLAY, dev="br0", cidr="198.18.0.1/24"),
+                        Address(netns=NETNS, dev=veth.target_name, cidr="198.18.0.2/24"),
+                    }
+                ),
                 neighbours=frozenset({Neigh(netns=OVERLAY, ip="198.18.0.3", mac="02:84:c6:12:00:03")}),
                 fdb=frozenset({Fdb(netns=OVERLAY, mac="02:84:c6:12:00:03", dst=HOST_IPS[HOST_B])}),
             )
             == state
         )
-        assert (EP_1, NETNS, "198.18.0.2/24", OVERLAY) == (
-            veth.endpoint_id,
-            veth.target_netns,
-            veth.address,
-            veth.overlay_netns,
-        )
+        assert (EP_1, NETNS, OVERLAY) == (veth.endpoint_id, veth.target_netns, veth.overlay_netns)
 
     def test_the_other_host_sees_the_mirror_image(self) -> None:
         """host-b gets its own veth and host-a's endpoint as its peer."""

@@ -82,7 +82,9 @@ class SandClient:
         cert_file: str | None = None,
         key_file: str | None = None,
         ca_file: str | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """`transport` replaces httpx's own (tests reach agents inside network namespaces this way)."""
         split = urlsplit(url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise ValueError(f"invalid API URL {url!r}: expected http://host:port or https://host:port")
@@ -95,6 +97,7 @@ class SandClient:
             timeout=timeout,
             verify=_ssl_context(cert_file, key_file, ca_file),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=transport,
         )
 
     def __enter__(self) -> Self:

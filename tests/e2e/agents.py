@@ -37,9 +37,6 @@ def agent_variables(
     """The settings of a loopback agent on a free port (`extra` adds or overrides some)."""
     [port] = free_ports(1)
     return {
-        # These agents share the test's own network namespace: their kernel projection
-        # stays off (the kernel is tested on simulated hosts, `tests/support/rig.py`).
-        "KERNEL": "off",
         "ETCD_HOSTS": etcd_url,
         "PORT": str(port),
         "HTTP_HOST": "127.0.0.1",
@@ -54,6 +51,9 @@ class AgentProcess:
     """One `sand-es agent` subprocess, its stderr in a file."""
 
     def __init__(self, name: str, variables: Mapping[str, str], log_dir: Path) -> None:
+        # These agents share the test's own network namespace: their kernel projection
+        # stays off (the kernel is tested on simulated hosts, `tests/support/rig.py`).
+        variables = {"KERNEL": "off", **variables}
         self.name = name
         self.port = int(variables["PORT"])
         scheme = "https" if variables.get("HTTP_TLS_CERT") else "http"

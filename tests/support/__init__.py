@@ -1,1 +1,1 @@
-"""Test-support code: real etcd servers and fault-injection helpers."""
+"""Test-support code: real etcd servers, fault injection, network namespaces and the multi-host rig."""

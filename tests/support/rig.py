@@ -134,18 +134,7 @@ class NetnsSandClient(SandClient):
     """The project's `SandClient`, its connections opened inside a host's namespace."""
 
     def __init__(self, url: str, netns: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(url, timeout=timeout)
-        # SandClient takes no transport: swap its plain client for the same one over a
-        # namespaced transport (base URL, timeout and headers kept; the rig has no TLS).
-        plain = self._http
-        self._http = httpx.Client(
-            base_url=plain.base_url,
-            timeout=plain.timeout,
-            headers=plain.headers,
-            transport=NetnsTransport(netns),
-            trust_env=False,
-        )
-        plain.close()
+        super().__init__(url, timeout=timeout, transport=NetnsTransport(netns))
 
 
 class Rig:
@@ -476,7 +465,7 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
     """SIGTERM `process` (if alive), SIGKILL it after STOP_TIMEOUT; its exit code."""
     if process.poll() is None:
         process.terminate()
-        process.send_signal(signal.SIGCONT)  # as above: a paused agent could not act on SIGTERM
+        process.send_signal(signal.SIGCONT)  # a paused (SIGSTOPped) agent could not act on SIGTERM
         try:
             return process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:

@@ -1,9 +1,10 @@
-"""What both benchmarks share: a throwaway etcd, a client, progress lines and the result line.
+"""What the benchmarks share: a throwaway etcd, a client, progress lines and the result line.
 
 Every benchmark starts its own etcd on free loopback ports with its own temporary data
-directory (the test suite's `EtcdServer`) and removes both when it ends, also on an
-error, Ctrl-C or SIGTERM. Progress goes to stderr; the result is one JSON object, the
-last line of stdout, so `... | tail -n 1 | jq` always works.
+directory (the test suite's `EtcdServer`), or its own namespace rig (`bench/_rig.py`),
+and removes it all when it ends, also on an error, Ctrl-C or SIGTERM. Progress goes to
+stderr; the result is one JSON object, the last line of stdout, so `... | tail -n 1 | jq`
+always works.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "progress",
     "ratio",
     "run_main",
+    "sigterm_unwinds",
 ]
 
 # sand_es logs through structlog, whose default logger prints to stdout: keep stdout for
@@ -71,26 +73,39 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result, sort_keys=False), flush=True)
 
 
-def run_main(body: Callable[[], dict[str, Any]]) -> None:
+def run_main(
+    body: Callable[[], dict[str, Any]],
+    *,
+    interrupted: str = "interrupted: etcd is stopped and its data directory removed",
+) -> None:
     """Run a benchmark and print its result line; Ctrl-C or SIGTERM exits with status 130."""
     try:
         result = body()
     except KeyboardInterrupt:
-        progress("interrupted: etcd is stopped and its data directory removed")
+        progress(interrupted)
         raise SystemExit(130) from None
     emit(result)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    # Turn SIGTERM into the same unwinding as Ctrl-C, so `with bench_etcd()` cleans up.
+    # Turn SIGTERM into the same unwinding as Ctrl-C, so `with` blocks clean up.
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Inside the block, SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so cleanups run."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
 def bench_etcd(extra_args: Sequence[str] = ()) -> Iterator[EtcdServer]:
     """A fresh single-member etcd on loopback, stopped and deleted however the block ends."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
+    with sigterm_unwinds():
         progress("starting etcd on a free loopback port")
         with EtcdServer(extra_args=extra_args) as server:
             progress(f"etcd is up at {server.url} (data in {server.data_dir})")
@@ -98,8 +113,6 @@ def bench_etcd(extra_args: Sequence[str] = ()) -> Iterator[EtcdServer]:
                 yield server
             finally:
                 progress("stopping etcd and removing its data directory")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 async def connect(server: EtcdServer) -> Etcd3Client:

@@ -158,28 +158,43 @@ async def _wired(request: Request, outcome: Outcome, endpoint: Endpoint) -> Endp
     SAND's did. Should the kernel be slow, the endpoint is answered as recorded: it is
     in the log and will be wired.
     """
-    kernel = _kernel(request)
-    if kernel is None:
-        return endpoint
-    try:
-        async with asyncio.timeout(_settings(request).kernel_wait_timeout):
-            await kernel.wait_applied(outcome.position)
-    except TimeoutError:
-        log.warning("endpoint not wired in time; answering anyway", endpoint_id=endpoint.endpoint_id)
+    if not await _kernel_caught_up(request, outcome, endpoint.endpoint_id):
         return endpoint
     # A pass that found the target namespace gone has marked the endpoint inactive.
     return _service(request).views.current.endpoints.get(endpoint.endpoint_id) or endpoint
 
 
 async def delete_endpoint(request: Request) -> Response:
-    """`DELETE /endpoints/{id}`: from any agent; the owner's host does the kernel work."""
-    await _execute(request, RemoveEndpoint(endpoint_id=_path_id(request)))
+    """`DELETE /endpoints/{id}`: from any agent; the owner's host does the kernel work.
+
+    On the owner's agent the answer waits for the devices to be gone, as it waits for
+    them to exist on creation; another agent answers once the removal is recorded.
+    """
+    endpoint_id = _path_id(request)
+    before = _service(request).views.current.endpoints.get(endpoint_id)
+    outcome = await _execute(request, RemoveEndpoint(endpoint_id=endpoint_id))
+    if before is not None and before.active and before.hostname == _settings(request).hostname:
+        await _kernel_caught_up(request, outcome, endpoint_id)
     return Response(status_code=204)
 
 
 def _path_id(request: Request) -> str:
     # Ids are stored in canonical lower case; SAND clients may send them as they spelt them.
     return str(request.path_params["id"]).lower()
+
+
+async def _kernel_caught_up(request: Request, outcome: Outcome, endpoint_id: str) -> bool:
+    """Wait (bounded by `KERNEL_WAIT_TIMEOUT`) until this host's kernel reflects `outcome`."""
+    kernel = _kernel(request)
+    if kernel is None:
+        return False
+    try:
+        async with asyncio.timeout(_settings(request).kernel_wait_timeout):
+            await kernel.wait_applied(outcome.position)
+    except TimeoutError:
+        log.warning("the kernel is slow to follow; answering anyway", endpoint_id=endpoint_id)
+        return False
+    return True
 
 
 def _kernel_health(kernel: Reconciler) -> schemas.KernelHealth:

@@ -46,7 +46,7 @@ from etcd3aio.kv import KVService
 
 from sand_es.config import EtcdHost, EtcdSettings
 from sand_es.errors import Conflict, LogCorrupt, LogUnavailable, OutcomeUnknown
-from sand_es.events import CODEC, START, Codec, Position, Record
+from sand_es.events import CODEC, START, Codec, Position, Record, chain
 from sand_es.ports import CommandRecord, PendingCommand, TxnLimits
 
 log = structlog.get_logger(__name__)
@@ -60,6 +60,14 @@ _UNCLEAR: Final = (
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.UNKNOWN,
 )
+
+
+class RawEvent(msgspec.Struct, frozen=True, gc=False):
+    """One stored event as etcd holds it: number, revision and exact bytes."""
+
+    seq: int
+    rev: int
+    value: bytes
 
 
 class _CommandKey(msgspec.Struct, frozen=True):
@@ -193,9 +201,9 @@ class EtcdLog:
 
     async def append(self, commands: Sequence[PendingCommand], expected: Position) -> list[Record]:
         first = expected.seq + 1
-        records, success = self._writes(commands, first)
+        records, success = self._writes(commands, first, prev=expected.digest)
         self.limits.check(commands, sum(op.ByteSize() for op in success))
-        compare = [self._head_compare(expected)]
+        compare = self._head_compare(expected)
         compare += [KVService.txn_compare_version(self._command_key(c.command_id), 0) for c in commands]
         failure = [KVService.txn_op_get(self._command_key(c.command_id)) for c in commands]
         try:
@@ -216,12 +224,21 @@ class EtcdLog:
             )
             raise Conflict(f"the log moved past {expected}", known_commands=known)
         revision = response.header.revision
-        return [Record(r.seq, revision, r.envelope) for r in records]
+        return [Record(r.seq, revision, r.envelope, r.digest) for r in records]
 
     async def read(self, after: Position) -> AsyncIterator[list[Record]]:
         async for _, records in self._pages(after):
             if records:
                 yield records
+
+    async def read_raw(self, after: Position) -> AsyncIterator[list[RawEvent]]:
+        """Every stored event after `after`, undecoded, in pages at one pinned revision.
+
+        For tools that need the exact stored bytes: verifying the chain, exporting.
+        """
+        async for _, kvs in self._kv_pages(after):
+            if kvs:
+                yield [RawEvent(int(kv.key[len(self._events) :]), kv.mod_revision, kv.value) for kv in kvs]
 
     async def tail(self, after: Position) -> AsyncIterator[list[Record]]:
         position = after
@@ -255,7 +272,7 @@ class EtcdLog:
             return None
         where = _command_decoder.decode(response.kvs[0].value)
         kvs = await self._range(where.first, where.first + where.count, revision=0)
-        return CommandRecord(tuple(self._record(kv) for kv in kvs), where.fingerprint)
+        return CommandRecord(tuple(self._records(kvs)), where.fingerprint)
 
     async def close(self) -> None:
         self._closed = True
@@ -264,7 +281,10 @@ class EtcdLog:
 
     # -- appending --------------------------------------------------------
 
-    def _writes(self, commands: Sequence[PendingCommand], first: int) -> tuple[list[Record], list[Any]]:
+    def _writes(
+        self, commands: Sequence[PendingCommand], first: int, *, prev: str
+    ) -> tuple[list[Record], list[Any]]:
+        """The puts of an append: each event linked to the one before it, then the head."""
         records: list[Record] = []
         ops = []
         seq = first
@@ -273,21 +293,32 @@ class EtcdLog:
                 _CommandKey(first=seq, count=len(command.envelopes), fingerprint=command.fingerprint)
             )
             for envelope in command.envelopes:
-                ops.append(KVService.txn_op_put(self._event_key(seq), self._codec.encode(envelope)))
-                records.append(Record(seq, 0, envelope))
+                linked = msgspec.structs.replace(envelope, prev=prev)
+                raw = self._codec.encode(linked)
+                prev = chain.digest(raw)
+                ops.append(KVService.txn_op_put(self._event_key(seq), raw))
+                records.append(Record(seq, 0, linked, prev))
                 seq += 1
             ops.append(KVService.txn_op_put(self._command_key(command.command_id), where))
-        ops.append(KVService.txn_op_put(self._head_key, str(seq - 1).encode()))
+        ops.append(KVService.txn_op_put(self._head_key, chain.head_value(seq - 1, prev)))
         return records, ops
 
-    def _head_compare(self, expected: Position) -> Any:
+    def _head_compare(self, expected: Position) -> list[Any]:
         if expected.seq == 0:
-            return KVService.txn_compare_version(self._head_key, 0)
+            return [KVService.txn_compare_version(self._head_key, 0)]
         # Every append rewrites the head in its own transaction, so the head's
         # mod_revision is the revision of the last append: equal means "nothing since".
-        return Compare(
-            result=Compare.EQUAL, target=Compare.MOD, key=self._head_key, mod_revision=expected.rev
-        )
+        # The value names the last event's digest: a writer whose idea of it is wrong
+        # would break the chain, so it is refused like a stale one.
+        return [
+            Compare(result=Compare.EQUAL, target=Compare.MOD, key=self._head_key, mod_revision=expected.rev),
+            Compare(
+                result=Compare.EQUAL,
+                target=Compare.VALUE,
+                key=self._head_key,
+                value=chain.head_value(expected.seq, expected.digest),
+            ),
+        ]
 
     # -- reading ----------------------------------------------------------
 
@@ -296,10 +327,16 @@ class EtcdLog:
         if not response.kvs:
             return response.header.revision, START
         kv = response.kvs[0]
-        return response.header.revision, Position(int(kv.value), kv.mod_revision)
+        seq, last_digest = chain.parse_head(kv.value)
+        return response.header.revision, Position(seq, kv.mod_revision, last_digest)
 
     async def _pages(self, after: Position) -> AsyncIterator[tuple[int, list[Record]]]:
-        """Pages of records after `after`, all read at one pinned revision.
+        """Pages of decoded records after `after` (see `_kv_pages`)."""
+        async for pin, kvs in self._kv_pages(after):
+            yield pin, self._records(kvs)
+
+    async def _kv_pages(self, after: Position) -> AsyncIterator[tuple[int, list[Any]]]:
+        """Pages of stored events after `after`, all read at one pinned revision.
 
         Yields (pin, records) and always at least once, so the caller learns the
         pin even when nothing is new. A few pages are fetched ahead: etcd answers
@@ -328,7 +365,7 @@ class EtcdLog:
                     yield pin, []
                     continue
                 seq = end
-                yield pin, [self._record(kv) for kv in kvs]
+                yield pin, kvs
         finally:
             _cancel(window)
 
@@ -390,7 +427,7 @@ class EtcdLog:
                         raise _Reopen("the etcd client re-opened the watch on its own")
                     created = True
                     continue
-                records = []
+                records, last_raw = [], b""
                 for event in response.events:
                     if event.type != _PUT:
                         continue
@@ -400,8 +437,10 @@ class EtcdLog:
                     if record.seq > expected:
                         raise _Reopen(f"watch skipped from {expected} to {record.seq}")
                     records.append(record)
+                    last_raw = event.kv.value
                     expected += 1
                 if records:
+                    records[-1] = _with_digest(records[-1], last_raw)
                     yield records
         except (grpc.aio.AioRpcError, EtcdError) as exc:
             # The library raises only what it does not retry (an oversized batch, a
@@ -418,6 +457,13 @@ class EtcdLog:
     def _command_key(self, command_id: str) -> str:
         return self._commands + command_id
 
+    def _records(self, kvs: Sequence[Any]) -> list[Record]:
+        """Decoded records; only the last gets its digest (positions need it, hashing all would not pay)."""
+        records = [self._record(kv) for kv in kvs]
+        if records:
+            records[-1] = _with_digest(records[-1], kvs[-1].value)
+        return records
+
     def _record(self, kv: Any) -> Record:
         seq = int(kv.key[len(self._events) :])
         try:
@@ -425,6 +471,10 @@ class EtcdLog:
         except LogCorrupt as exc:
             raise LogCorrupt(f"event {seq} (revision {kv.mod_revision}): {exc}") from exc
         return Record(seq, kv.mod_revision, envelope)
+
+
+def _with_digest(record: Record, raw: bytes) -> Record:
+    return Record(record.seq, record.rev, record.envelope, chain.digest(raw))
 
 
 def _check_not_behind(head: Position, after: Position) -> None:

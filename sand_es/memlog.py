@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
+import msgspec
+
 from sand_es.errors import Conflict, LogCorrupt
-from sand_es.events import CODEC, START, Codec, Position, Record
+from sand_es.events import CODEC, START, Codec, Position, Record, chain
 from sand_es.ports import CommandRecord, PendingCommand, TxnLimits
 
 
@@ -21,7 +23,8 @@ class MemoryLog:
         self.limits = TxnLimits()
         self._codec = codec
         self._page_size = page_size
-        self._stored: list[tuple[int, bytes]] = []  # (revision, encoded envelope), index = seq - 1
+        # (revision, encoded envelope, its digest), index = seq - 1
+        self._stored: list[tuple[int, bytes, str]] = []
         self._commands: dict[str, tuple[int, int, str]] = {}  # command id -> (first seq, count, fingerprint)
         self._revision = 0
         self._changed = asyncio.Condition()
@@ -30,7 +33,8 @@ class MemoryLog:
     async def head(self) -> Position:
         if not self._stored:
             return START
-        return Position(len(self._stored), self._stored[-1][0])
+        revision, _, last_digest = self._stored[-1]
+        return Position(len(self._stored), revision, last_digest)
 
     async def append(self, commands: Sequence[PendingCommand], expected: Position) -> list[Record]:
         self.limits.check(commands, sum(len(self._codec.encode(e)) for c in commands for e in c.envelopes))
@@ -41,6 +45,7 @@ class MemoryLog:
             raise Conflict(f"log moved past {expected}")
         self._revision += 1
         records = []
+        prev = expected.digest
         for command in commands:
             self._commands[command.command_id] = (
                 len(self._stored) + 1,
@@ -48,7 +53,9 @@ class MemoryLog:
                 command.fingerprint,
             )
             for envelope in command.envelopes:
-                self._stored.append((self._revision, self._codec.encode(envelope)))
+                raw = self._codec.encode(msgspec.structs.replace(envelope, prev=prev))
+                prev = chain.digest(raw)
+                self._stored.append((self._revision, raw, prev))
                 records.append(self._record(len(self._stored)))
         async with self._changed:
             self._changed.notify_all()
@@ -87,11 +94,11 @@ class MemoryLog:
     def store_raw(self, raw: bytes) -> None:
         """Append stored bytes as they are (for tests of old or damaged events)."""
         self._revision += 1
-        self._stored.append((self._revision, raw))
+        self._stored.append((self._revision, raw, chain.digest(raw)))
 
     def _record(self, seq: int) -> Record:
-        revision, raw = self._stored[seq - 1]
-        return Record(seq, revision, self._codec.decode(raw))
+        revision, raw, raw_digest = self._stored[seq - 1]
+        return Record(seq, revision, self._codec.decode(raw), raw_digest)
 
 
 def _check_not_behind(last: int, after: Position) -> None:

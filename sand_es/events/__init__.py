@@ -30,6 +30,7 @@ __all__ = [
     "tag_of",
 ]
 
+from sand_es.events import chain
 from sand_es.events.records import START, Position, Record
 
-__all__ += ["START", "Position", "Record"]
+__all__ += ["START", "Position", "Record", "chain"]

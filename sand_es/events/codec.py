@@ -36,6 +36,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     actor: str
     command_id: str
     data: Event
+    prev: str = ""
+    """The digest of the previous event's stored bytes (`chain`): set by the log at append time."""
 
     @property
     def type(self) -> str:
@@ -50,6 +52,7 @@ class _LooseEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     command_id: str
     data: dict[str, Any]
+    prev: str = ""
 
 
 class Codec:
@@ -105,6 +108,7 @@ class Codec:
             actor=loose.actor,
             command_id=loose.command_id,
             data=event,
+            prev=loose.prev,
         )
 
     def _upcast(self, data: EventData, version: int) -> EventData:

@@ -18,6 +18,8 @@ class Position(msgspec.Struct, frozen=True, order=True, gc=False):
 
     seq: int = 0
     rev: int = 0
+    digest: str = ""
+    """The digest of event `seq`'s stored bytes: the next append links to it (see `chain`)."""
 
 
 START = Position()
@@ -29,8 +31,10 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     seq: int
     rev: int
     envelope: Envelope
+    digest: str = ""
+    """Its stored bytes' digest; adapters fill it in at least on the last record of a batch."""
 
     @property
     def position(self) -> Position:
         """The log position just after this record."""
-        return Position(self.seq, self.rev)
+        return Position(self.seq, self.rev, self.digest)

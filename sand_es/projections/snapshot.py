@@ -50,6 +50,7 @@ class SnapshotBuilder:
         self._start = snapshot
         self._seq = snapshot.position.seq
         self._rev = snapshot.position.rev
+        self._digest = snapshot.position.digest
         self._networks = NetworkCatalogBuilder(snapshot.networks)
         self._endpoints = EndpointCatalogBuilder(snapshot.endpoints)
         self._vnis = VniTableBuilder(snapshot.vnis)
@@ -60,11 +61,11 @@ class SnapshotBuilder:
     @property
     def position(self) -> Position:
         """The position of the last record applied."""
-        return Position(self._seq, self._rev)
+        return Position(self._seq, self._rev, self._digest)
 
     def add(self, records: Iterable[Record]) -> None:
         """Apply every record after the current position, refusing gaps."""
-        routes, seq, rev = self._routes, self._seq, self._rev
+        routes, seq, rev, digest = self._routes, self._seq, self._rev, self._digest
         try:
             for record in records:
                 if record.seq <= seq:
@@ -74,9 +75,9 @@ class SnapshotBuilder:
                 envelope = record.envelope
                 for handle in routes[type(envelope.data)]:
                     handle(envelope)
-                seq, rev = record.seq, record.rev
+                seq, rev, digest = record.seq, record.rev, record.digest
         finally:
-            self._seq, self._rev = seq, rev
+            self._seq, self._rev, self._digest = seq, rev, digest
 
     def build(self) -> Snapshot:
         """The snapshot reached so far."""

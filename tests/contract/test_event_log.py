@@ -22,7 +22,7 @@ from sand_es.events import (
     Position,
     Record,
 )
-from sand_es.ports import CommandRecord, EventLog, PendingCommand
+from sand_es.ports import EventLog, PendingCommand
 from tests.contract.conftest import LogFactory
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -50,6 +50,11 @@ async def read_all(log: EventLog, after: Position = START) -> list[Record]:
     return [record async for page in log.read(after) for record in page]
 
 
+def without_digests(records: list[Record]) -> list[Record]:
+    """Records as a reader may see them: digests are only guaranteed on the last of a page."""
+    return [Record(r.seq, r.rev, r.envelope) for r in records]
+
+
 def envelopes(records: list[Record]) -> list[Envelope]:
     return [r.envelope for r in records]
 
@@ -68,7 +73,7 @@ class TestAppend:
         second = await log.append([command("c2", network(3))], expected=first[-1].position)
         records = await read_all(log)
         assert [r.seq for r in records] == [1, 2, 3]
-        assert first + second == records
+        assert without_digests(first + second) == without_digests(records)
         assert records[0].rev == records[1].rev < records[2].rev
         assert records[-1].position == await log.head()
 
@@ -79,8 +84,11 @@ class TestAppend:
             [command("a", network(1)), command("b", network(2), network(3))], expected=START
         )
         assert len({r.rev for r in appended}) == 1
-        assert CommandRecord(tuple(appended[:1])) == await log.lookup_command("a")
-        assert CommandRecord(tuple(appended[1:])) == await log.lookup_command("b")
+        found_a, found_b = await log.lookup_command("a"), await log.lookup_command("b")
+        assert found_a is not None
+        assert found_b is not None
+        assert without_digests(appended[:1]) == without_digests(list(found_a.records))
+        assert without_digests(appended[1:]) == without_digests(list(found_b.records))
 
     async def test_unknown_command_is_not_found(self, make_log: LogFactory) -> None:
         """Looking up a command the log never took gives None."""
@@ -131,7 +139,7 @@ class TestIdempotency:
                 [command("other", network(2)), command("same", network(1))], expected=first[-1].position
             )
         assert frozenset({"same"}) == raised.value.known_commands
-        assert first == await read_all(log)
+        assert without_digests(first) == without_digests(await read_all(log))
 
 
 class TestRead:
@@ -185,7 +193,7 @@ class TestTail:
         second = await log.append([command("c2", network(2))], expected=first[-1].position)
         await log.append([command("c3", network(3))], expected=second[-1].position)
         await asyncio.wait_for(consumer, timeout=10)
-        assert await read_all(log) == seen
+        assert without_digests(await read_all(log)) == without_digests(seen)
 
     async def test_tail_from_a_position_starts_after_it(self, make_log: LogFactory) -> None:
         """A tail resumed at a position yields nothing at or before it."""
@@ -268,3 +276,33 @@ class TestLimits:
         with pytest.raises(ValueError, match="bytes exceeds"):
             await log.append([command("huge", huge)], expected=START)
         assert START == await log.head()
+
+
+class TestChain:
+    """Tamper evidence: each event names its predecessor's digest; the head names the last one's."""
+
+    async def test_each_event_links_to_the_one_before(self, make_log: LogFactory) -> None:
+        """Event 1 links to nothing; every later one to the digest of the event before it, across appends."""
+        log = (await make_log()).log
+        first = await log.append([command("c1", network(1), network(2))], expected=START)
+        second = await log.append([command("c2", network(3))], expected=first[-1].position)
+        appended = first + second
+        records = await read_all(log)
+        assert [r.envelope.prev for r in records] == ["", appended[0].digest, appended[1].digest]
+        assert len({r.digest for r in appended}) == 3
+
+    async def test_the_head_and_the_last_record_carry_the_last_digest(self, make_log: LogFactory) -> None:
+        """Readers learn the digest the next append must link to, from the head or the last record read."""
+        log = (await make_log()).log
+        appended = await log.append([command("c1", network(1), network(2))], expected=START)
+        records = await read_all(log)
+        assert (await log.head()).digest == records[-1].digest == appended[-1].digest != ""
+
+    async def test_a_writer_with_a_wrong_digest_is_refused(self, make_log: LogFactory) -> None:
+        """An append whose expected position names another digest would break the chain: it is a conflict."""
+        log = (await make_log()).log
+        appended = await log.append([command("c1", network(1))], expected=START)
+        wrong = Position(appended[-1].seq, appended[-1].rev, "0" * 64)
+        with pytest.raises(Conflict):
+            await log.append([command("c2", network(2))], expected=wrong)
+        assert len(await read_all(log)) == 1

@@ -158,7 +158,7 @@ class TestCodecRoundTrip:
         assert (tag, 1) == (raw["data"]["event"], raw["v"])
 
     def test_stored_envelope_fields(self) -> None:
-        """The stored envelope carries id, version, time, actor, command id and the event data."""
+        """The stored envelope carries id, version, time, actor, command id, the event data and its link."""
         raw = msgspec.json.decode(CODEC.encode(envelope_of(NetworkDeleted(network_id="n-1"))))
         expected = {
             "id": "event-1",
@@ -167,6 +167,7 @@ class TestCodecRoundTrip:
             "actor": ACTOR,
             "command_id": "command-1",
             "data": {"event": "network.deleted", "network_id": "n-1"},
+            "prev": "",
         }
         assert expected == raw
 

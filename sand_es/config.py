@@ -174,6 +174,8 @@ class AgentSettings(msgspec.Struct, frozen=True, kw_only=True):
     default_mtu: int = 1450
     log_format: str = "auto"
     log_level: str = "info"
+    snapshot_every: int = 10_000
+    snapshot_keep: int = 2
     kernel: bool = True
     kernel_resync_interval: float = 30.0
     kernel_wait_timeout: float = 10.0
@@ -197,6 +199,8 @@ class AgentSettings(msgspec.Struct, frozen=True, kw_only=True):
             default_mtu=_int(environ, "DEFAULT_MTU", 1450, low=576, high=9000),
             log_format=_choice(environ, "LOG_FORMAT", ("auto", "json", "console"), "auto"),
             log_level=_choice(environ, "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"),
+            snapshot_every=_int(environ, "SNAPSHOT_EVERY", 10_000, low=0, high=10**9),
+            snapshot_keep=_int(environ, "SNAPSHOT_KEEP", 2, low=1, high=100),
             kernel=_choice(environ, "KERNEL", ("on", "off"), "on") == "on",
             kernel_resync_interval=_seconds(environ, "KERNEL_RESYNC_INTERVAL", 30.0),
             kernel_wait_timeout=_seconds(environ, "KERNEL_WAIT_TIMEOUT", 10.0),

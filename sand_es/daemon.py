@@ -23,7 +23,9 @@ from sand_es.etcdlog import EtcdLog
 from sand_es.http.app import create_app
 from sand_es.kernel.model import HostConfig
 from sand_es.kernel.reconciler import Reconciler
+from sand_es.projections import EMPTY, Snapshot
 from sand_es.service import Service
+from sand_es.snapshots import SnapshotStore, write_every
 from sand_es.views import LiveViews
 
 log = structlog.get_logger(__name__)
@@ -89,6 +91,26 @@ def kernel_projection(service: Service, settings: AgentSettings) -> Reconciler |
     )
 
 
+async def starting_snapshot(store: SnapshotStore, settings: AgentSettings) -> Snapshot:
+    """The newest valid stored snapshot, or the empty one (a full replay) if none is usable.
+
+    Bounded in time: an agent starting while etcd is down must still come up (and
+    catch up later), so a snapshot that cannot be read now is simply not used.
+    """
+    if not settings.snapshot_every:
+        return EMPTY
+    try:
+        async with asyncio.timeout(settings.etcd.read_timeout):
+            snapshot = await store.load_newest()
+    except Exception as exc:  # any failure means: replay from the start, as without snapshots
+        log.warning("no snapshot loaded; replaying the whole log", error=repr(exc))
+        return EMPTY
+    if snapshot is None:
+        return EMPTY
+    log.info("starting from a snapshot", seq=snapshot.position.seq, rev=snapshot.position.rev)
+    return snapshot
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, minus its signal handling: uvicorn re-raises SIGTERM once it has
     stopped serving, which would kill the process before the agent closes its etcd
@@ -102,7 +124,8 @@ class _Server(uvicorn.Server):
 async def run(settings: AgentSettings) -> None:
     """Run one agent until it is told to stop."""
     event_log = await EtcdLog.connect(settings.etcd)
-    views = LiveViews()
+    store = SnapshotStore(event_log, writer=settings.hostname, keep=settings.snapshot_keep)
+    views = LiveViews(await starting_snapshot(store, settings))
     service = Service(
         event_log,
         views,
@@ -125,6 +148,9 @@ async def run(settings: AgentSettings) -> None:
 
     follower.add_done_callback(on_task_end)
     tasks = [follower]
+    if settings.snapshot_every:
+        writer = asyncio.create_task(write_every(views, store, settings.snapshot_every), name="snapshots")
+        tasks.append(writer)
     if kernel is not None:
         reconciler = asyncio.create_task(kernel.run(), name="kernel-projection")
         reconciler.add_done_callback(on_task_end)

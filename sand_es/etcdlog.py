@@ -171,6 +171,7 @@ class EtcdLog:
         self._prefetch = prefetch
         self._owns_client = owns_client
         self._closed = False
+        self.prefix = prefix
         self._head_key = f"{prefix}/head".encode()
         self._events = f"{prefix}/events/".encode()
         self._commands = f"{prefix}/commands/"
@@ -198,6 +199,11 @@ class EtcdLog:
     async def head(self) -> Position:
         _, position = await self._pin()
         return position
+
+    async def stored_digest(self, seq: int) -> str | None:
+        """The digest of event `seq` as stored now (None if there is no such event)."""
+        response = await self._read_rpc(lambda: self.kv.get(self._event_key(seq), timeout=self._read_timeout))
+        return chain.digest(response.kvs[0].value) if response.kvs else None
 
     async def append(self, commands: Sequence[PendingCommand], expected: Position) -> list[Record]:
         first = expected.seq + 1

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import msgspec
 from _common import EtcdServer, bench_etcd, connect, machine, ms, percentile, progress, ratio, run_main
 from etcd3aio import Etcd3Client
 
@@ -54,14 +55,17 @@ from sand_es.events import (
     NetworkCreated,
     Position,
     Record,
+    chain,
     tag_of,
 )
 from sand_es.ports import PendingCommand
 from sand_es.projections import EMPTY, Snapshot, fold
 from sand_es.service import Service
+from sand_es.snapshots import SnapshotStore
 from sand_es.views import LiveViews
 
 TARGET_REBUILD_S_1M: Final = 10.0
+TARGET_SNAPSHOT_START_S: Final = 1.0
 EVENTS_PER_APPEND: Final = 126  # + 1 command key + 1 head = 128 operations
 PREFIX: Final = "/bench/replay"
 _DEFAULTS = inspect.signature(EtcdLog.__init__).parameters
@@ -321,6 +325,51 @@ async def _rebuild(server: EtcdServer, page_size: int, prefetch: int) -> tuple[f
         await client.close()
 
 
+async def _snapshot_start(
+    server: EtcdServer, snapshot: Snapshot, expected: dict[str, int], rounds: int
+) -> dict[str, Any]:
+    """Store the views as a snapshot, then time an agent's start from it: load, check, decode, catch up."""
+    client = await connect(server)
+    try:
+        log = EtcdLog(client, prefix=PREFIX, read_timeout=60.0)
+        store = SnapshotStore(log)
+        # The fold above was fed records without digests; an agent's views carry the head's.
+        snapshot = msgspec.structs.replace(snapshot, position=await log.head())
+        started = time.perf_counter()
+        meta = await store.save(snapshot)
+        save_s = time.perf_counter() - started
+    finally:
+        await client.close()
+    if meta is None:
+        raise RuntimeError("a snapshot at this position existed already")
+    progress(f"snapshot stored: {meta.size} bytes in {meta.parts} parts, {save_s:.2f} s")
+    starts = []
+    for round_ in range(1, rounds + 1):
+        gc.collect()
+        client = await connect(server)
+        try:
+            log = EtcdLog(client, prefix=PREFIX, read_timeout=60.0)
+            started = time.perf_counter()
+            loaded = await SnapshotStore(log).load_newest()
+            if loaded is None:
+                raise RuntimeError("the stored snapshot was not loaded")
+            views = LiveViews(loaded)
+            await views.catch_up(log)
+            starts.append(time.perf_counter() - started)
+        finally:
+            await client.close()
+        _check(views.current, expected, "the views started from the snapshot")
+        progress(f"round {round_}: start from snapshot: {starts[-1]:.2f} s")
+        del views, loaded
+    return {
+        "snapshot_start_s": round(min(starts), 3),
+        "snapshot_start_s_runs": [round(t, 3) for t in starts],
+        "snapshot_bytes": meta.size,
+        "snapshot_save_s": round(save_s, 3),
+        "target_snapshot_start_s": TARGET_SNAPSHOT_START_S,
+    }
+
+
 class RawRows:
     """What a raw read brings back, column by column (no per-row objects): seqs, values, revisions."""
 
@@ -347,7 +396,7 @@ async def _raw_read(server: EtcdServer, page_size: int, prefetch: int) -> tuple[
 
         started = time.perf_counter()
         head = await kv.get(f"{PREFIX}/head".encode())
-        pin, last = head.header.revision, int(head.kvs[0].value)
+        pin, last = head.header.revision, chain.parse_head(head.kvs[0].value)[0]
         rows = RawRows()
         window: deque[asyncio.Future[Any]] = deque()
         ahead = 1
@@ -392,6 +441,8 @@ async def _execute_at_scale(
         return {}
     client = await connect(server)
     log = EtcdLog(client, prefix=PREFIX)
+    # The fold was fed records without digests; an agent's views carry the head's.
+    snapshot = msgspec.structs.replace(snapshot, position=await log.head())
     service = Service(log, LiveViews(snapshot), actor="bench-agent")
     network_id = next(iter(snapshot.networks.networks))
     try:
@@ -504,6 +555,8 @@ async def _run(server: EtcdServer, args: argparse.Namespace) -> dict[str, Any]:
         "best_pages": min(best, key=lambda name: best[name]),
         "views": expected,
     }
+    result |= await _snapshot_start(server, snapshot, expected, args.rounds)
+    result["snapshot_vs_full_replay"] = ratio(result["snapshot_start_s"], rebuild_s)
     result |= await _execute_at_scale(server, snapshot, args.samples, hostname="host-000")
     result["target_rebuild_s_1m"] = TARGET_REBUILD_S_1M
     result["rebuild_s_per_1m_events"] = round(rebuild_s * 1_000_000 / args.events, 3)

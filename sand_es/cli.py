@@ -420,3 +420,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def main() -> None:
     """Console entry point."""
     app()
+
+
+# `sand-es migrate list|run`: the keyspace migrations (migrations/README.md). Imported
+# here, at the end, so the group stays one self-contained block of this module.
+from migrations.cli import app as _migrate_app  # noqa: E402
+
+app.add_typer(_migrate_app, name="migrate")
+
+# `sand-es audit log|replay|diff|verify|export|import`: the log's history straight from
+# etcd (sand_es/audit/). Imported here, at the end, as one self-contained block.
+from sand_es.audit.cli import app as _audit_app  # noqa: E402
+
+app.add_typer(_audit_app, name="audit")

@@ -4,8 +4,8 @@ The payload is msgpack (msgspec decodes it straight into the view structs), comp
 with zlib at its fastest level: ids and names repeat across the views, so it shrinks
 about 3×, which is less to store in etcd and to read back, and zlib's own checksum
 catches a damaged payload. The shared tables (`FrozenMap`) are stored as the plain
-mappings they stand for, and a fold started from a decoded snapshot re-shards them once. A snapshot is only usable
-by code whose views have the same shape: `SCHEMA` names that shape, derived from the
+mappings they stand for, and a fold started from a decoded snapshot re-shards them once.
+A snapshot is only usable by code whose views have the same shape: `SCHEMA` names that shape, derived from the
 views' own type definitions, so a change to any view makes older snapshots
 incompatible (ignored, never misread) without anyone remembering to bump a number.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import ssl
 from collections.abc import Iterator
@@ -111,6 +112,18 @@ async def starting_snapshot(store: SnapshotStore, settings: AgentSettings) -> Sn
     return snapshot
 
 
+async def _freeze_when_caught_up(views: LiveViews) -> None:
+    """Move what the start-up built (modules, the replayed views) out of the collector's sight.
+
+    Those objects live as long as the agent; left in the young generations, every
+    collection walks them again, which showed up as 30-40 ms pauses in the middle of
+    wiring an endpoint. `gc.freeze` makes later collections skip them.
+    """
+    gc.freeze()
+    await views.caught_up.wait()
+    gc.freeze()
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, minus its signal handling: uvicorn re-raises SIGTERM once it has
     stopped serving, which would kill the process before the agent closes its etcd
@@ -147,7 +160,7 @@ async def run(settings: AgentSettings) -> None:
             server.should_exit = True
 
     follower.add_done_callback(on_task_end)
-    tasks = [follower]
+    tasks = [follower, asyncio.create_task(_freeze_when_caught_up(views), name="gc-freeze")]
     if settings.snapshot_every:
         writer = asyncio.create_task(write_every(views, store, settings.snapshot_every), name="snapshots")
         tasks.append(writer)

@@ -191,35 +191,29 @@ class _Applier:
         await ipr.link("set", index=await self.index(vxlan.netns, vxlan.name), master=master, state="up")
 
     async def create_veth(self, veth: Veth) -> None:
-        """The pair is made in the overlay namespace with its peer born in the container's (no move)."""
+        """The pair is made in the overlay namespace with its peer born in the container's (no move).
+
+        Two requests in the common case: the creation (enslaved and up on the overlay
+        side) and the container side brought up by name. Leftovers holding either
+        name are only looked for when the creation says they exist.
+        """
         try:
             target = await self.netlink.at(veth.target_netns)
         except nsfs.NamespaceGone:
             raise _TargetGone(veth) from None
         overlay = await self.netlink.at(veth.overlay_netns)
-        await self.delete_link(veth.overlay_netns, veth.overlay_name)
-        await self.delete_link(veth.target_netns, veth.target_name)
-        fd = os.open(veth.target_netns, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            await overlay.link(
-                "add",
-                ifname=veth.overlay_name,
-                kind="veth",
-                address=veth.overlay_mac,
-                mtu=veth.mtu,
-                peer={
-                    "ifname": veth.target_name,
-                    "net_ns_fd": fd,
-                    "address": veth.target_mac,
-                    "mtu": veth.mtu,
-                },
-            )
-        finally:
-            os.close(fd)
         master = await self.index(veth.overlay_netns, veth.master)
-        overlay_index = await self.index(veth.overlay_netns, veth.overlay_name)
-        await overlay.link("set", index=overlay_index, master=master, state="up")
-        await target.link("set", index=await self.index(veth.target_netns, veth.target_name), state="up")
+        try:
+            await _add_veth(overlay, veth, master)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+            await self.delete_link(veth.overlay_netns, veth.overlay_name)
+            await self.delete_link(veth.target_netns, veth.target_name)
+            await _add_veth(overlay, veth, master)
+        self.indexes.pop((veth.overlay_netns, veth.overlay_name), None)
+        self.indexes.pop((veth.target_netns, veth.target_name), None)
+        await target.link("set", ifname=veth.target_name, state="up")
 
     async def add_address(self, address: Address) -> None:
         ipr = await self.netlink.at(address.netns)
@@ -274,6 +268,23 @@ class _Applier:
         except NetlinkError as exc:
             if exc.code not in _GONE:
                 raise
+
+
+async def _add_veth(overlay: Any, veth: Veth, master: int) -> None:
+    fd = os.open(veth.target_netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        await overlay.link(
+            "add",
+            ifname=veth.overlay_name,
+            kind="veth",
+            address=veth.overlay_mac,
+            mtu=veth.mtu,
+            master=master,
+            state="up",
+            peer={"ifname": veth.target_name, "net_ns_fd": fd, "address": veth.target_mac, "mtu": veth.mtu},
+        )
+    finally:
+        os.close(fd)
 
 
 def _describe(exc: BaseException) -> str:

@@ -39,6 +39,7 @@ PART_BYTES: Final = 900_000
 """Below etcd's 1.5 MiB request limit, with room for the key and framing."""
 _SEQ_DIGITS: Final = 16
 _RETRY_DELAY: Final = 5.0
+_PARTS_PER_READ: Final = 16
 
 
 class Meta(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,12 +132,11 @@ class SnapshotStore:
     async def _load(self, meta: Meta) -> Snapshot:
         if meta.schema != SCHEMA:
             raise LogCorrupt(f"schema {meta.schema} is not this version's {SCHEMA}")
-        base = self._base(meta.seq)
-        response = await self._log.kv.get(f"{base}part/", range_end=prefix_range_end(f"{base}part/".encode()))
-        payload = b"".join(kv.value for kv in response.kvs)
-        if len(response.kvs) != meta.parts or len(payload) != meta.size:
+        parts = await self._parts(meta.seq)
+        payload = b"".join(parts)
+        if len(parts) != meta.parts or len(payload) != meta.size:
             raise LogCorrupt(
-                f"{len(response.kvs)} parts of {len(payload)} bytes, meta says {meta.parts}/{meta.size}"
+                f"{len(parts)} parts of {len(payload)} bytes, meta says {meta.parts}/{meta.size}"
             )
         if hashlib.sha256(payload).hexdigest() != meta.sha256:
             raise LogCorrupt("payload checksum mismatch")
@@ -146,6 +146,18 @@ class SnapshotStore:
         if snapshot.position != meta.position:
             raise LogCorrupt(f"payload is at {snapshot.position}, meta says {meta.position}")
         return snapshot
+
+    async def _parts(self, seq: int) -> list[bytes]:
+        """The payload's parts in order, a few per request (one reply must stay well under gRPC's cap)."""
+        first = f"{self._base(seq)}part/".encode()
+        end = prefix_range_end(first)
+        parts: list[bytes] = []
+        while True:
+            response = await self._log.kv.get(first, range_end=end, limit=_PARTS_PER_READ)
+            parts += [kv.value for kv in response.kvs]
+            if not response.more:
+                return parts
+            first = response.kvs[-1].key + b"\0"
 
     async def _metas(self) -> list[bytes]:
         response = await self._log.kv.get(self._root, range_end=prefix_range_end(self._root.encode()))

@@ -100,6 +100,7 @@ async def test_an_agent_started_from_a_snapshot_can_write(cluster: Cluster) -> N
 
 async def test_a_big_snapshot_is_stored_in_parts(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sand_es.snapshots.PART_BYTES", 100)
+    monkeypatch.setattr("sand_es.snapshots._PARTS_PER_READ", 2)
     await cluster.grow(3)
     meta = await SnapshotStore(cluster.log).save(cluster.views.current)
     assert meta is not None

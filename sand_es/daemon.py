@@ -147,7 +147,8 @@ async def run(settings: AgentSettings) -> None:
         resolve_timeout=settings.etcd.read_timeout,
     )
     kernel = kernel_projection(service, settings)
-    server = _Server(server_config(create_app(service, settings, kernel=kernel), settings))
+    app = create_app(service, settings, kernel=kernel, log=event_log)
+    server = _Server(server_config(app, settings))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))

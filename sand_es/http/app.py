@@ -23,10 +23,12 @@ from sand_es.http.errors import (
     on_http_exception,
     on_unexpected,
 )
+from sand_es.http.history import Past
 from sand_es.http.middleware import BodyLimit, RequestLog
 from sand_es.http.openapi import document
 from sand_es.http.responses import JSON
 from sand_es.kernel.reconciler import Reconciler
+from sand_es.ports import EventLog
 from sand_es.service import Service
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -41,10 +43,18 @@ def _route(path: str, **by_method: Handler) -> Route:
     return Route(path, dispatch, methods=list(by_method), name=path)
 
 
-def create_app(service: Service, settings: AgentSettings, *, kernel: Reconciler | None = None) -> Starlette:
+def create_app(
+    service: Service,
+    settings: AgentSettings,
+    *,
+    kernel: Reconciler | None = None,
+    log: EventLog | None = None,
+) -> Starlette:
     """The API over `service`; the caller runs the views' tail, the kernel projection and owns the service.
 
     With `kernel`, creating an endpoint on this host answers once its devices are wired.
+    With `log` (the service's own), `GET /events` and `?revision=` read the log's past;
+    without it they answer 503.
     """
     openapi = document()
 
@@ -59,6 +69,7 @@ def create_app(service: Service, settings: AgentSettings, *, kernel: Reconciler 
         _route("/networks/{id}", GET=handlers.show_network, DELETE=handlers.delete_network),
         _route("/endpoints", GET=handlers.list_endpoints, POST=handlers.create_endpoint),
         _route("/endpoints/{id}", DELETE=handlers.delete_endpoint),
+        _route("/events", GET=handlers.list_events),
     ]
     handlers_by_error: Mapping[Any, Any] = {
         SandError: on_error,
@@ -76,4 +87,5 @@ def create_app(service: Service, settings: AgentSettings, *, kernel: Reconciler 
     app.state.service = service
     app.state.kernel = kernel
     app.state.settings = settings
+    app.state.past = None if log is None else Past(log, service.views)
     return app

@@ -21,7 +21,7 @@ from sand_es.commands import AddEndpoint, Command, CreateNetwork, DeleteNetwork,
 from sand_es.config import AgentSettings
 from sand_es.errors import Conflicting, Invalid, NotFound
 from sand_es.events import EndpointAdded, NetworkCreated
-from sand_es.http import schemas, views
+from sand_es.http import history, schemas, views
 from sand_es.http.errors import BadRequest, NotReady
 from sand_es.http.responses import JSON
 from sand_es.kernel.reconciler import Reconciler
@@ -59,12 +59,19 @@ async def health(request: Request) -> Response:
 
 
 async def list_networks(request: Request) -> Response:
-    """`GET /networks`: every network, by id.
+    """`GET /networks`: every network, by id (`?revision=N`: as of etcd revision N).
 
     Views are immutable, so the encoded body is kept until the catalog changes: the
     list is read far more often than networks are created (1 000 networks: ~1 ms of
     building and encoding saved per request).
     """
+    revision = history.revision_of(request.query_params)
+    if revision is not None:
+        past = (await _past(request).snapshot(revision)).networks.networks
+        settings = _settings(request)
+        return JSON(
+            schemas.NetworksResponse(networks=[_network(settings, past[key]) for key in sorted(past)])
+        )
     networks = _snapshot(request).networks.networks
     cached: tuple[object, bytes] | None = getattr(request.app.state, "networks_body", None)
     if cached is None or cached[0] is not networks:
@@ -78,10 +85,14 @@ async def list_networks(request: Request) -> Response:
 
 
 async def show_network(request: Request) -> Response:
-    """`GET /networks/{id}`"""
-    network = _snapshot(request).networks.get(_path_id(request))
+    """`GET /networks/{id}` (`?revision=N`: as of etcd revision N)."""
+    revision = history.revision_of(request.query_params)
+    snapshot = _snapshot(request) if revision is None else await _past(request).snapshot(revision)
+    network = snapshot.networks.get(_path_id(request))
     if network is None:
-        raise NotFound("network not found")
+        raise NotFound(
+            "network not found" if revision is None else f"network not found at revision {revision}"
+        )
     return JSON(schemas.NetworkResponse(network=_network(_settings(request), network)))
 
 
@@ -111,14 +122,21 @@ async def delete_network(request: Request) -> Response:
 
 
 async def list_endpoints(request: Request) -> Response:
-    """`GET /endpoints?network_id=&hostname=`: either filter, both, or none."""
+    """`GET /endpoints?network_id=&hostname=`: either filter, both, or none (`revision=N`: as of then)."""
     query = request.query_params
     network_id = query.get("network_id")
-    selected = _snapshot(request).endpoints.select(
+    revision = history.revision_of(query)
+    snapshot = _snapshot(request) if revision is None else await _past(request).snapshot(revision)
+    selected = snapshot.endpoints.select(
         network_id=network_id.lower() if network_id else None, hostname=query.get("hostname") or None
     )
     ordered = sorted(selected, key=lambda e: e.endpoint_id)
     return JSON(schemas.EndpointsResponse(endpoints=[views.endpoint(e) for e in ordered]))
+
+
+async def list_events(request: Request) -> Response:
+    """`GET /events`: the log's events, filtered, paged by revision (see `sand_es.http.history`)."""
+    return JSON(await _past(request).events(request.query_params))
 
 
 async def create_endpoint(request: Request) -> Response:
@@ -218,6 +236,13 @@ def _service(request: Request) -> Service:
 
 def _snapshot(request: Request) -> Snapshot:
     return _service(request).views.current
+
+
+def _past(request: Request) -> history.Past:
+    past: history.Past | None = request.app.state.past
+    if past is None:  # an app built without the log (create_app's `log`)
+        raise NotReady("this agent was started without access to the log's history")
+    return past
 
 
 def _network(settings: AgentSettings, network: Network) -> schemas.Network:

@@ -7,7 +7,8 @@ from typing import Any
 import msgspec
 
 from sand_es import __version__
-from sand_es.http import schemas
+from sand_es.audit.filters import TAGS
+from sand_es.http import history, schemas
 
 _TYPES: tuple[type[msgspec.Struct], ...] = (
     schemas.NetworkCreate,
@@ -19,6 +20,7 @@ _TYPES: tuple[type[msgspec.Struct], ...] = (
     schemas.ErrorResponse,
     schemas.VersionResponse,
     schemas.HealthResponse,
+    history.EventsResponse,
 )
 
 
@@ -34,7 +36,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     meaning = {
         400: "malformed or impossible request",
         404: "no such network or endpoint (or, for a create retried with its Idempotency-Key, "
-        "it was deleted since)",
+        "it was deleted since), or a revision etcd has not reached",
         409: "conflicts with the current state",
         413: "request body too large",
         422: "this Idempotency-Key was already used for a different request",
@@ -46,6 +48,55 @@ def _errors(*codes: int) -> dict[str, Any]:
 def _path_id(what: str) -> dict[str, Any]:
     return {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "description": what}
 
+
+_REVISION = {
+    "name": "revision",
+    "in": "query",
+    "required": False,
+    "description": "The state as of this etcd revision: the log folded up to its last event written at "
+    "that revision or before. 400 unless a positive integer; 404 beyond etcd's current revision.",
+    "schema": {"type": "integer", "minimum": 1},
+}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+_EVENTS_PARAMETERS = [
+    _query("network_id", "Only events of this network."),
+    _query("endpoint_id", "Only events of this endpoint."),
+    _query(
+        "hostname",
+        "Only events appended by this host (the event's actor) or about an endpoint on it (the "
+        "endpoint's hostname): either matches.",
+    ),
+    {
+        **_query("type", "Only events of these types (repeat the parameter, or separate with commas)."),
+        "schema": {"type": "array", "items": {"type": "string", "enum": list(TAGS)}},
+        "style": "form",
+        "explode": True,
+    },
+    _query("since", "Only events stamped at or after: ISO 8601, or a time ago (90s, 15m, 1h, 2d)."),
+    _query("until", "Only events stamped at or before: ISO 8601, or a time ago."),
+    _query(
+        "after_revision",
+        "Only events written after this etcd revision: 0 (the default) for the first page, then the "
+        "previous page's next_after_revision.",
+        {"type": "integer", "minimum": 0, "default": 0},
+    ),
+    _query(
+        "limit",
+        "Events per page (a page may hold more, to end with a whole transaction).",
+        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    ),
+]
 
 _IDEMPOTENCY = {
     "name": "Idempotency-Key",
@@ -72,8 +123,9 @@ def _paths() -> dict[str, Any]:
         },
         "/networks": {
             "get": {
-                "summary": "Every network",
-                "responses": {"200": _json("NetworksResponse", "networks, by id")},
+                "summary": "Every network (now, or as of a revision)",
+                "parameters": [_REVISION],
+                "responses": {"200": _json("NetworksResponse", "networks, by id"), **_errors(400, 404, 503)},
             },
             "post": {
                 "summary": "Create a network (allocates its VNI and address pool)",
@@ -90,9 +142,9 @@ def _paths() -> dict[str, Any]:
         },
         "/networks/{id}": {
             "get": {
-                "summary": "One network",
-                "parameters": [_path_id("network id")],
-                "responses": {"200": _json("NetworkResponse", "the network"), **_errors(404)},
+                "summary": "One network (now, or as of a revision)",
+                "parameters": [_path_id("network id"), _REVISION],
+                "responses": {"200": _json("NetworkResponse", "the network"), **_errors(400, 404, 503)},
             },
             "delete": {
                 "summary": "Delete a network with no endpoint left",
@@ -102,12 +154,16 @@ def _paths() -> dict[str, Any]:
         },
         "/endpoints": {
             "get": {
-                "summary": "Endpoints, optionally of one network and/or one host",
+                "summary": "Endpoints, optionally of one network and/or one host (now, or as of a revision)",
                 "parameters": [
                     {"name": "network_id", "in": "query", "required": False, "schema": {"type": "string"}},
                     {"name": "hostname", "in": "query", "required": False, "schema": {"type": "string"}},
+                    _REVISION,
                 ],
-                "responses": {"200": _json("EndpointsResponse", "endpoints, by id")},
+                "responses": {
+                    "200": _json("EndpointsResponse", "endpoints, by id"),
+                    **_errors(400, 404, 503),
+                },
             },
             "post": {
                 "summary": "Add an endpoint on this agent's host (and wire it into a namespace)",
@@ -121,6 +177,16 @@ def _paths() -> dict[str, Any]:
                     **_errors(400, 404, 409, 413, 422, 503),
                 },
             },
+        },
+        "/events": {
+            "get": {
+                "summary": "The log's events, oldest first, filtered and paged by revision",
+                "description": "Every filter given must match. A page ends with a whole etcd revision "
+                "(a transaction is never split), and reads at most a bounded number of events: follow "
+                "next_after_revision until it is null (the end of the log, for now).",
+                "parameters": _EVENTS_PARAMETERS,
+                "responses": {"200": _json("EventsResponse", "a page of events"), **_errors(400, 503)},
+            }
         },
         "/endpoints/{id}": {
             "delete": {

@@ -78,7 +78,7 @@ def in_process_agent(netns_path: Path) -> InProcessAgent:
     views = LiveViews()
     views.caught_up.set()
     service = Service(log, views, actor=settings.hostname, policy=policy_of(settings))
-    return InProcessAgent(settings, log, views, service, create_app(service, settings))
+    return InProcessAgent(settings, log, views, service, create_app(service, settings, log=log))
 
 
 @contextmanager

@@ -40,6 +40,7 @@ OPERATIONS = {
     ("GET", "/endpoints"),
     ("POST", "/endpoints"),
     ("DELETE", "/endpoints/{id}"),
+    ("GET", "/events"),
 }
 
 

@@ -160,9 +160,16 @@ class SnapshotStore:
             first = response.kvs[-1].key + b"\0"
 
     async def _metas(self) -> list[bytes]:
-        response = await self._log.kv.get(self._root, range_end=prefix_range_end(self._root.encode()))
-        metas: list[Any] = [kv for kv in response.kvs if kv.key.endswith(b"/meta")]
-        return [kv.value for kv in sorted(metas, key=lambda kv: kv.key, reverse=True)]
+        # Keys only: the parts under the same prefix are tens of megabytes.
+        listing = await self._log.kv.get(
+            self._root, range_end=prefix_range_end(self._root.encode()), keys_only=True
+        )
+        keys: list[Any] = sorted((kv.key for kv in listing.kvs if kv.key.endswith(b"/meta")), reverse=True)
+        metas = []
+        for key in keys:
+            response = await self._log.kv.get(key)
+            metas += [kv.value for kv in response.kvs]
+        return metas
 
     async def _prune(self) -> None:
         """Delete all but the newest `keep` snapshots (and parts whose meta never came)."""

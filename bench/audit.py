@@ -12,13 +12,17 @@ events per append, chained by `EtcdLog` as every append is), then, each with a n
     .venv/bin/python bench/audit.py                      # 200 000 events
     .venv/bin/python bench/audit.py --events 1000000     # the big run
 
-The last stdout line is a JSON object; the target is verify >= 200 000 events/s.
+The last stdout line is a JSON object (with `events`, `verify_events_per_s`, `log_filter_s`);
+the target is verify >= 200 000 events/s. `log_filter_s`: `log --network N --type endpoint.added -o json`
+over the whole log.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +31,14 @@ from typing import Any, Final
 from _common import EtcdServer, bench_etcd, machine, progress, run_main
 from replay import History
 
-from sand_es.audit.cli import _export, _fold, _import, _verify
+from sand_es.audit.cli import Output, _export, _fold, _import, _verify
+from sand_es.audit.cli import _log as _audit_log
+from sand_es.audit.filters import EventFilter
 from sand_es.audit.history import EtcdHistory
 from sand_es.audit.when import AtRevision
 from sand_es.config import EtcdSettings, parse_hosts
 from sand_es.etcdlog import EtcdLog
-from sand_es.events import START, Position
+from sand_es.events import CODEC, START, Position
 from sand_es.ports import PendingCommand
 
 TARGET_VERIFY_EVENTS_PER_S: Final = 200_000
@@ -113,6 +119,28 @@ async def _timed(server: EtcdServer, prefix: str, action: Any) -> float:
         await log.close()
 
 
+async def _timed_log_filter(server: EtcdServer) -> tuple[float, int]:
+    """`sand-es audit log --network N --type endpoint.added -o json` over the whole log, output counted."""
+    log = await _log(server, PREFIX)
+    try:
+        first = await log.read_raw(START).__anext__()
+        network_id = CODEC.decode(first[0].value).data.network_id  # type: ignore[union-attr]
+        event_filter = EventFilter(network_id=network_id, types=frozenset({"endpoint.added"})).checked()
+        sink = io.BytesIO()
+        wrapper = io.TextIOWrapper(sink, encoding="utf-8")
+        saved, sys.stdout = sys.stdout, wrapper
+        try:
+            started = time.perf_counter()
+            await _audit_log(EtcdHistory(log, timeout=30.0), event_filter, False, Output.json, False)
+            elapsed = time.perf_counter() - started
+        finally:
+            wrapper.flush()
+            sys.stdout = saved
+        return elapsed, sink.getvalue().count(b"\n")
+    finally:
+        await log.close()
+
+
 async def _run(server: EtcdServer, args: argparse.Namespace) -> dict[str, Any]:
     progress(f"writing {args.events} events")
     write_s = await _write(server, args.events, args)
@@ -140,6 +168,10 @@ async def _run(server: EtcdServer, args: argparse.Namespace) -> dict[str, Any]:
 
     replay_s = await _timed(server, PREFIX, replay)
     progress(f"replay at the head: {replay_s:.2f} s")
+    log_filter_s, shown = await _timed_log_filter(server)
+    progress(
+        f"log --network <one network> --type endpoint.added -o json: {log_filter_s:.2f} s, {shown} lines"
+    )
     return {
         "events": args.events,
         "verify_s": best["seconds"],
@@ -155,6 +187,9 @@ async def _run(server: EtcdServer, args: argparse.Namespace) -> dict[str, Any]:
         "import_events_per_s": round(args.events / import_s),
         "copy_verify_s": copy["seconds"],
         "replay_s": round(replay_s, 3),
+        "log_filter_s": round(log_filter_s, 3),
+        "log_filter_lines": shown,
+        "log_filter_events_per_s": round(args.events / log_filter_s),
         "replay_events_per_s": round(args.events / replay_s),
         "write_s": round(write_s, 3),
         "target_verify_events_per_s": TARGET_VERIFY_EVENTS_PER_S,

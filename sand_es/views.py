@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 
 
 @contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
+def no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector during a bulk replay.
 
     A replay allocates millions of objects that all survive, and CPython's collector
@@ -83,7 +83,7 @@ class LiveViews:
         that holds part of a transaction's events.
         """
         builder = SnapshotBuilder(self._current)
-        with _no_cyclic_gc():
+        with no_cyclic_gc():
             async for records in log_.read(self._current.position):
                 builder.add(records)
             self._publish(builder.build())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import gc
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ from sand_es.errors import ConfigError, Invalid, LogCorrupt, NotFound, SandError
 from sand_es.etcdlog import EtcdLog
 from sand_es.events import START, Record
 from sand_es.projections import Snapshot
+from sand_es.views import no_cyclic_gc
 
 T = TypeVar("T")
 
@@ -245,7 +245,7 @@ async def _fold(history: EtcdHistory, points: list[Point], *, bar: bool) -> list
     if all(isinstance(p, AtRevision) for p in points):
         revisions = [p.revision for p in points if isinstance(p, AtRevision)]
         last = (await history.position_at(max(revisions), head)).seq
-    with _no_cyclic_gc(), _Bar("replaying", total=last, enabled=bar) as progress:
+    with no_cyclic_gc(), _Bar("replaying", total=last, enabled=bar) as progress:
         return await snapshots_at(history.records(START, last), points, on_page=progress.advance)
 
 
@@ -294,7 +294,7 @@ async def _verify(history: EtcdHistory, *, bar: bool) -> VerifyReport:
         return _report(verifier, None, Finding(seq=0, revision=exc.revision, reason=str(exc)), started)
     head = pinned.position
     finding = None
-    with _no_cyclic_gc(), _Bar("verifying", total=head.seq, enabled=bar) as progress:
+    with no_cyclic_gc(), _Bar("verifying", total=head.seq, enabled=bar) as progress:
         async for page in history.raw(START, head.seq):
             finding = verifier.feed(page)
             if finding is not None:
@@ -498,23 +498,6 @@ async def _import(history: EtcdHistory, file: Path, *, bar: bool) -> str:
 
 
 # -- the shell's plumbing --------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """The cyclic garbage collector paused for a long read.
-
-    What a verify or a fold builds only grows and holds no cycle, while the read allocates
-    and frees many objects: the collector would walk that state again and again, to free
-    nothing (as for an agent's replay, `sand_es.views`). Collected once at the end instead.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class _Bar:

@@ -106,12 +106,7 @@ class SnapshotStore:
 
     async def load_newest(self, *, not_after: Position | None = None) -> Snapshot | None:
         """The newest snapshot that passes every check (at or before `not_after`), or None."""
-        for meta_raw in await self._metas():
-            try:
-                meta = msgspec.json.decode(meta_raw, type=Meta)
-            except msgspec.MsgspecError as exc:
-                log.warning("snapshot ignored: unreadable meta", error=str(exc))
-                continue
+        for meta in await self.metas():
             if not_after is not None and meta.seq > not_after.seq:
                 continue
             try:
@@ -121,13 +116,13 @@ class SnapshotStore:
         return None
 
     async def metas(self) -> list[Meta]:
-        """Every stored snapshot's meta, newest first (unreadable ones left out)."""
+        """Every stored snapshot's meta, newest first (unreadable ones left out, with a warning)."""
         found = []
         for raw in await self._metas():
             try:
                 found.append(msgspec.json.decode(raw, type=Meta))
-            except msgspec.MsgspecError:
-                continue
+            except msgspec.MsgspecError as exc:
+                log.warning("snapshot ignored: unreadable meta", error=str(exc))
         return found
 
     async def _load(self, meta: Meta) -> Snapshot:

@@ -169,8 +169,7 @@ class _Applier:
         """
         await self.delete_link(vxlan.netns, vxlan.name)  # a stale one (another VNI, a half-made one)
         home = await self.netlink.home()
-        fd = os.open(vxlan.netns, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        with nsfs.handle(vxlan.netns) as fd:
             spec: dict[str, Any] = {"vxlan_local": vxlan.local} if vxlan.local else {}
             await home.link(
                 "add",
@@ -184,8 +183,6 @@ class _Applier:
                 net_ns_fd=fd,
                 **spec,
             )
-        finally:
-            os.close(fd)
         ipr = await self.netlink.at(vxlan.netns)
         master = await self.index(vxlan.netns, vxlan.master)
         await ipr.link("set", index=await self.index(vxlan.netns, vxlan.name), master=master, state="up")
@@ -271,8 +268,7 @@ class _Applier:
 
 
 async def _add_veth(overlay: Any, veth: Veth, master: int) -> None:
-    fd = os.open(veth.target_netns, os.O_RDONLY | os.O_CLOEXEC)
-    try:
+    with nsfs.handle(veth.target_netns) as fd:
         await overlay.link(
             "add",
             ifname=veth.overlay_name,
@@ -283,8 +279,6 @@ async def _add_veth(overlay: Any, veth: Veth, master: int) -> None:
             state="up",
             peer={"ifname": veth.target_name, "net_ns_fd": fd, "address": veth.target_mac, "mtu": veth.mtu},
         )
-    finally:
-        os.close(fd)
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ import errno
 import os
 import socket
 import stat
+from collections.abc import Iterator
 from typing import Final
 
 from pyroute2.netlink import NETLINK_ROUTE
@@ -75,22 +76,16 @@ def _create(path: str) -> None:
     if os.path.exists(path):  # an empty file left by an interrupted create
         os.unlink(path)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
-    here = os.open(_SELF, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            raise _errno_error("unshare", path)
-        try:
+        with _coming_back():
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                raise _errno_error("unshare", path)
             if _libc.mount(_SELF.encode(), path.encode(), b"none", _MS_BIND, None) != 0:
                 raise _errno_error("mount", path)
-        finally:
-            if _libc.setns(here, CLONE_NEWNET) != 0:
-                os.abort()  # this worker thread would serve others from the wrong namespace
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
-    finally:
-        os.close(here)
 
 
 def _share_mounts_under(directory: str) -> None:
@@ -132,23 +127,37 @@ async def netlink_socket(path: str) -> socket.socket:
 
 
 def _socket_in(path: str) -> socket.socket:
-    try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise NamespaceGone(errno.ENOENT, "no network namespace", path) from exc
-    here = os.open(_SELF, os.O_RDONLY | os.O_CLOEXEC)
-    try:
+    with handle(path) as target, _coming_back():
         if _libc.setns(target, CLONE_NEWNET) != 0:
             code = ctypes.get_errno()
             if code == errno.EINVAL:  # a plain file, not a namespace handle
                 raise NamespaceGone(errno.ENOENT, "not a network namespace", path)
             raise OSError(code, os.strerror(code), path)
-        try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-        finally:
-            if _libc.setns(here, CLONE_NEWNET) != 0:
-                # This worker thread would now serve others from the wrong namespace.
-                os.abort()
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+
+
+@contextlib.contextmanager
+def handle(path: str) -> Iterator[int]:
+    """A file descriptor of the namespace handle at `path` (`NamespaceGone` if there is none)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise NamespaceGone(errno.ENOENT, "no network namespace", path) from exc
+    try:
+        yield fd
     finally:
-        os.close(target)
-        os.close(here)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _coming_back() -> Iterator[None]:
+    """Whatever network namespace the block moves this thread to, the thread comes back here."""
+    here = os.open(_SELF, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield
+    finally:
+        try:
+            if _libc.setns(here, CLONE_NEWNET) != 0:
+                os.abort()  # this worker thread would serve others from the wrong namespace
+        finally:
+            os.close(here)

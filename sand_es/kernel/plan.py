@@ -153,9 +153,7 @@ def _carried_away(obj: KernelObject, gone_namespaces: set[str], gone_links: set[
     if not isinstance(obj, Veth) and any(ns in gone_namespaces for ns in namespaces_of(obj)):
         return True
     match obj:
-        case Address():
-            return (obj.netns, obj.dev) in gone_links
-        case Neigh() | Fdb():
+        case Address() | Neigh() | Fdb():
             return (obj.netns, obj.dev) in gone_links
         case Veth():
             # Deleting either end of a pair deletes both.

@@ -120,7 +120,7 @@ class Reconciler:
             self._retry_delay = self._next_retry_delay()
         else:
             self._retry_delay = 0.0
-        self._count(kind, full, ops_count=len(ops), report=report, started=started)
+        self._count(kind, full, seq=snapshot.position.seq, ops_count=len(ops), report=report, started=started)
         self._publish(snapshot.position.seq)
         return report
 
@@ -146,7 +146,9 @@ class Reconciler:
         self.stats.deactivated += 1
         log.info("endpoint marked inactive", endpoint_id=endpoint_id, reason=reason)
 
-    def _count(self, kind: PassKind, full: bool, *, ops_count: int, report: Report, started: float) -> None:
+    def _count(
+        self, kind: PassKind, full: bool, *, seq: int, ops_count: int, report: Report, started: float
+    ) -> None:
         stats = self.stats
         stats.passes += 1
         stats.ops += len(report.done)
@@ -161,7 +163,7 @@ class Reconciler:
         log.info(
             "kernel pass",
             kind=kind,
-            seq=self._views.current.position.seq,
+            seq=seq,  # the position this pass planned from
             observed=full,
             ops=ops_count,
             done=len(report.done),
